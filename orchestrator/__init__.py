@@ -1,0 +1,25 @@
+"""orchestrator: run many background workers on one machine, on schedules, with
+dependencies, mutual exclusion, priorities, retries and hard timeouts.
+
+Logging goes through loguru and is off until the application calls
+``loguru.logger.enable("orchestrator")``.
+"""
+
+from loguru import logger as _logger
+
+from .config import JobPriority, OverlapPolicy, WorkerConfig, WorkerExecutionMode
+from .core import WorkerOrchestrator
+from .errors import (ConfigError, DependencyCycleError, NotRunningError, OrchestratorError,
+                     RunError, UnknownWorkerError)
+from .events import RunEvent
+from .runs import Cause, Outcome, RunRecord
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cause", "ConfigError", "DependencyCycleError", "JobPriority", "NotRunningError",
+    "OrchestratorError", "Outcome", "OverlapPolicy", "RunError", "RunEvent", "RunRecord",
+    "UnknownWorkerError", "WorkerConfig", "WorkerExecutionMode", "WorkerOrchestrator",
+]
+
+_logger.disable("orchestrator")

@@ -1,0 +1,396 @@
+"""Worker options: their vocabulary, their defaults and their validation.
+
+``build_config(name, fn, command, options)`` turns what a user passed to
+``register_worker`` into a frozen :class:`WorkerConfig`, or raises :class:`ConfigError`
+with one sentence naming the worker, the field and the fix. Nothing else in the package
+checks user input; everything downstream may trust a ``WorkerConfig``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import inspect
+import numbers
+import os
+import pickle
+import re
+import shlex
+import zoneinfo
+from datetime import datetime, tzinfo
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class JobPriority(str, enum.Enum):
+    """How urgent a worker is; among runs that may start, higher priority goes first."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _PRIORITY_RANK[self]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_PRIORITY_RANK = {JobPriority.LOW: 0, JobPriority.NORMAL: 1, JobPriority.HIGH: 2,
+                  JobPriority.CRITICAL: 3}
+
+
+class WorkerExecutionMode(str, enum.Enum):
+    """When a worker's runs become due (S4)."""
+
+    SCHEDULED = "scheduled"    # on an interval or a crontab line
+    TRIGGERED = "triggered"    # on trigger_worker(), or after its dependencies succeed
+    CONTINUOUS = "continuous"  # again as soon as the previous run ends
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class OverlapPolicy(str, enum.Enum):
+    """What a due time does while the worker's previous run is still running."""
+
+    SKIP = "skip"        # record the due time as skipped
+    QUEUE = "queue"      # one run waits and starts right after
+    REPLACE = "replace"  # kill the running one, then start the new one
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    """A worker's options and, in snapshots, its runtime fields.
+
+    Instances are read-only. A function worker that takes one positional parameter receives
+    a snapshot of its own config when it runs.
+    """
+
+    name: str
+    execution_mode: WorkerExecutionMode = WorkerExecutionMode.SCHEDULED
+    interval_seconds: float | None = 300.0
+    timeout_seconds: float | None = 60.0
+    max_retries: int = 3
+    priority: JobPriority = JobPriority.NORMAL
+    max_consecutive_failures: int | None = 5
+    depends_on: tuple[str, ...] = ()
+    blocks: tuple[str, ...] = ()
+    # added options
+    function: Callable[..., Any] | None = None
+    cron: str | None = None
+    timezone: tzinfo | None = None
+    command: tuple[str, ...] | str | None = None
+    shell: bool = False
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    memory_limit_mb: float | None = None
+    kill_grace_seconds: float = 3.0
+    retry_delay_seconds: float = 1.0
+    misfire_grace_seconds: float | None = None
+    overlap: OverlapPolicy = OverlapPolicy.SKIP
+    on_failure: tuple[str, ...] | str | None = None
+    kill_leftovers: bool = True
+    passes_config: bool = False  # fn is called as fn(config) rather than fn()
+    # runtime fields, filled in snapshots
+    is_enabled: bool = True
+    is_running: bool = False
+    consecutive_failures: int = 0
+    last_run: datetime | None = None
+    last_success: datetime | None = None
+    last_error: str | None = None
+
+    @property
+    def target(self) -> str:
+        """A short description of what the worker executes, for logs and status."""
+        if self.command is not None:
+            return self.command if isinstance(self.command, str) else shlex.join(self.command)
+        fn = self.function
+        return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+#: Options a user may pass to ``register_worker`` (besides ``name``, ``fn`` and ``command``).
+OPTIONS = ("execution_mode", "interval_seconds", "timeout_seconds", "max_retries", "priority",
+           "max_consecutive_failures", "depends_on", "blocks", "cron", "timezone", "shell",
+           "env", "cwd", "memory_limit_mb", "kill_grace_seconds", "retry_delay_seconds",
+           "misfire_grace_seconds", "overlap", "on_failure", "kill_leftovers")
+
+_RUNTIME_FIELDS = ("is_enabled", "is_running", "consecutive_failures", "last_run",
+                   "last_success", "last_error")
+
+
+def suggest(word: str, choices) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def check_name(name: Any, *, worker: str | None = None, field: str = "name") -> str:
+    """Return ``name`` if it is a valid worker name, else raise ConfigError."""
+    who = f"worker {worker!r}: " if worker is not None else ""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{who}{field} must be a non-empty string of letters, digits, "
+                          f"'_', '.' or '-', got {name!r}", worker=worker, field=field)
+    if not NAME_PATTERN.fullmatch(name):
+        bad = sorted({c for c in name if not NAME_PATTERN.fullmatch(c)})
+        raise ConfigError(f"{who}{field} {name!r} contains {''.join(bad)!r}; use only letters, "
+                          f"digits, '_', '.' and '-'", worker=worker, field=field)
+    return name
+
+
+def parse_timezone(value: Any, owner: str = "orchestrator") -> tzinfo:
+    """A tzinfo from an IANA name (or a tzinfo); ConfigError naming ``owner`` otherwise."""
+    return _Checker(None, owner).timezone(value)
+
+
+def build_config(name: Any, fn: Any = None, command: Any = None,
+                 options: dict[str, Any] | None = None) -> WorkerConfig:
+    """Validate one worker's registration and return its :class:`WorkerConfig`.
+
+    :raises ConfigError: naming the worker, the field and the fix.
+    """
+    check_name(name)
+    check = _Checker(name)
+    options = dict(options or {})
+    for key in options:
+        if key not in OPTIONS:
+            if key in _RUNTIME_FIELDS:
+                check.fail(key, "is a runtime field, not an option; the orchestrator sets it")
+            if key in ("function", "fn"):
+                check.fail(key, "is passed as the second positional argument: "
+                                "register_worker(name, fn, ...)")
+            check.fail(key, f"is not a worker option{suggest(key, OPTIONS)}")
+
+    if (fn is None) == (command is None):
+        check.fail("fn", "give exactly one of a function (fn) or command=[...]; got "
+                         + ("both" if fn is not None else "neither"))
+    values: dict[str, Any] = {"name": name}
+    if fn is not None:
+        values["function"] = check.function(fn)
+        values["passes_config"] = _positional_parameters(fn)[0] >= 1
+    else:
+        values["command"] = check.command(command, bool(options.get("shell", False)))
+
+    mode = check.enum("execution_mode", options.get("execution_mode", "scheduled"),
+                      WorkerExecutionMode)
+    values["execution_mode"] = mode
+    values["priority"] = check.enum("priority", options.get("priority", "normal"), JobPriority)
+    values["overlap"] = check.enum("overlap", options.get("overlap", "skip"), OverlapPolicy)
+
+    has_interval = options.get("interval_seconds") is not None
+    has_cron = options.get("cron") is not None
+    if mode is WorkerExecutionMode.SCHEDULED:
+        if has_interval and has_cron:
+            check.fail("cron", "and interval_seconds exclude each other; keep one of them")
+        if has_cron:
+            values["cron"] = check.cron(options["cron"])
+            values["interval_seconds"] = None
+        else:
+            values["interval_seconds"] = check.positive("interval_seconds",
+                                                        options.get("interval_seconds", 300.0))
+    else:
+        for key in ("interval_seconds", "cron"):
+            if options.get(key) is not None:
+                check.fail(key, f"has no effect for a {mode.value} worker; remove it or use "
+                                f"execution_mode='scheduled'")
+        values["interval_seconds"] = None
+    if "timezone" in options and options["timezone"] is not None:
+        values["timezone"] = check.timezone(options["timezone"])
+
+    timeout = options.get("timeout_seconds", 60.0)
+    values["timeout_seconds"] = None if timeout is None else check.positive("timeout_seconds",
+                                                                             timeout)
+    values["max_retries"] = check.count("max_retries", options.get("max_retries", 3))
+    mcf = options.get("max_consecutive_failures", 5)
+    if mcf is not None:
+        mcf = check.count("max_consecutive_failures", mcf)
+        if mcf < 1:
+            check.fail("max_consecutive_failures", "must be at least 1 (or None to never "
+                                                   "disable the worker)")
+    values["max_consecutive_failures"] = mcf
+    values["depends_on"] = check.names("depends_on", options.get("depends_on", ()))
+    values["blocks"] = check.names("blocks", options.get("blocks", ()))
+
+    values["shell"] = check.boolean("shell", options.get("shell", False))
+    if values["shell"] and command is None:
+        check.fail("shell", "applies only to command workers; remove shell=True")
+    values["kill_leftovers"] = check.boolean("kill_leftovers",
+                                             options.get("kill_leftovers", True))
+    if options.get("env") is not None:
+        values["env"] = check.env(options["env"])
+    if options.get("cwd") is not None:
+        values["cwd"] = check.cwd(options["cwd"])
+    if options.get("memory_limit_mb") is not None:
+        values["memory_limit_mb"] = check.positive("memory_limit_mb", options["memory_limit_mb"])
+    values["kill_grace_seconds"] = check.non_negative("kill_grace_seconds",
+                                                      options.get("kill_grace_seconds", 3.0))
+    values["retry_delay_seconds"] = check.non_negative("retry_delay_seconds",
+                                                       options.get("retry_delay_seconds", 1.0))
+    if options.get("misfire_grace_seconds") is not None:
+        values["misfire_grace_seconds"] = check.non_negative(
+            "misfire_grace_seconds", options["misfire_grace_seconds"])
+    if options.get("on_failure") is not None:
+        values["on_failure"] = check.command(options["on_failure"], shell=False,
+                                             field="on_failure")
+    return WorkerConfig(**values)
+
+
+class _Checker:
+    """Field checks for one worker; each raises ConfigError naming worker and field."""
+
+    def __init__(self, worker: str | None, label: str | None = None):
+        self.worker = worker
+        self.label = label or f"worker {worker!r}"
+
+    def fail(self, field: str, problem: str):
+        raise ConfigError(f"{self.label}: {field} {problem}", worker=self.worker, field=field)
+
+    def number(self, field: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            self.fail(field, f"must be a number of seconds, got {value!r}")
+        return float(value)
+
+    def positive(self, field: str, value: Any) -> float:
+        number = self.number(field, value)
+        if not number > 0:
+            self.fail(field, f"must be greater than 0, got {value!r}")
+        return number
+
+    def non_negative(self, field: str, value: Any) -> float:
+        number = self.number(field, value)
+        if not number >= 0:
+            self.fail(field, f"must be 0 or more, got {value!r}")
+        return number
+
+    def count(self, field: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            self.fail(field, f"must be a whole number, got {value!r}")
+        if value < 0:
+            self.fail(field, f"must be 0 or more, got {value!r}")
+        return int(value)
+
+    def boolean(self, field: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            self.fail(field, f"must be True or False, got {value!r}")
+        return value
+
+    def enum(self, field: str, value: Any, kind: type[enum.Enum]):
+        if isinstance(value, kind):
+            return value
+        if isinstance(value, str):
+            try:
+                return kind(value.lower())
+            except ValueError:
+                pass
+        choices = [member.value for member in kind]
+        hint = suggest(str(value).lower(), choices) if isinstance(value, str) else ""
+        self.fail(field, f"must be one of {', '.join(choices)}, got {value!r}{hint}")
+
+    def names(self, field: str, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+            self.fail(field, f"must be a list of worker names, like {field}=['other'], "
+                             f"got {value!r}")
+        names = []
+        for item in value:
+            check_name(item, worker=self.worker, field=field)
+            if item == self.worker:
+                verb = "depend on" if field == "depends_on" else "block"
+                self.fail(field, f"names the worker itself; a worker cannot {verb} itself")
+            if item not in names:
+                names.append(item)
+        return tuple(names)
+
+    def function(self, fn: Any):
+        if not callable(fn):
+            self.fail("fn", f"must be a callable, got {type(fn).__name__} {fn!r}")
+        qualname = getattr(fn, "__qualname__", "")
+        if "<lambda>" in qualname or "<locals>" in qualname:
+            kind = "a lambda" if "<lambda>" in qualname else "a nested function"
+            self.fail("fn", f"is {kind} ({qualname}); runs execute in a separate process, so "
+                            f"the function must be defined at module level to be importable")
+        try:
+            pickle.dumps(fn)
+        except Exception as error:  # pickle raises many types; the message is what matters
+            self.fail("fn", f"cannot be sent to a worker process ({type(error).__name__}: "
+                            f"{error}); use a module-level function")
+        required = _positional_parameters(fn)[1]
+        if required > 1:
+            self.fail("fn", f"takes {required} required positional parameters; it is called "
+                            f"as fn() or fn(config), so give it at most one")
+        return fn
+
+    def command(self, value: Any, shell: bool, field: str = "command"):
+        if isinstance(value, str):
+            if not value.strip():
+                self.fail(field, "is empty; give the program and its arguments")
+            if shell:
+                return value
+            try:
+                argv = shlex.split(value)
+            except ValueError as error:
+                self.fail(field, f"cannot be split like a shell line ({error}); check its "
+                                 f"quotes, or pass a list")
+            return tuple(argv)
+        if isinstance(value, (list, tuple)):
+            if not value or not all(isinstance(part, (str, os.PathLike)) for part in value):
+                self.fail(field, f"must be a non-empty list of strings, got {value!r}")
+            argv = tuple(os.fspath(part) for part in value)
+            return shlex.join(argv) if shell else argv
+        self.fail(field, f"must be a list of strings or a string, got {value!r}")
+
+    def cron(self, value: Any) -> str:
+        from .cron import parse_crontab
+
+        if not isinstance(value, str):
+            self.fail("cron", f"must be a crontab line like '0 3 * * *', got {value!r}")
+        try:
+            parse_crontab(value)
+        except ValueError as error:
+            self.fail("cron", f"{value!r} is invalid: {error}")
+        return value.strip()
+
+    def timezone(self, value: Any) -> tzinfo:
+        if isinstance(value, tzinfo):
+            return value
+        if not isinstance(value, str) or not value:
+            self.fail("timezone", f"must be an IANA zone name like 'Europe/Berlin', "
+                                  f"got {value!r}")
+        try:
+            return zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            hint = suggest(value, zoneinfo.available_timezones())
+            self.fail("timezone", f"{value!r} is not a known IANA time zone{hint}")
+
+    def env(self, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            self.fail("env", f"must be a dict of strings to strings, got {value!r}")
+        return dict(value)
+
+    def cwd(self, value: Any) -> str:
+        if not isinstance(value, (str, os.PathLike)):
+            self.fail("cwd", f"must be a directory path, got {value!r}")
+        path = os.fspath(value)
+        if not os.path.isdir(path):
+            self.fail("cwd", f"{path!r} is not an existing directory")
+        return path
+
+
+def _positional_parameters(fn: Callable) -> tuple[int, int]:
+    """``(named positional parameters, required ones)`` of ``fn``; (0, 0) if unknown."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 0, 0
+    positional = [p for p in signature.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional), sum(1 for p in positional if p.default is p.empty)

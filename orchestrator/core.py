@@ -1,0 +1,262 @@
+"""The public face: :class:`WorkerOrchestrator`.
+
+It validates input, owns the lifecycle (start, stop, signals) and forwards everything else
+to the :class:`~orchestrator.dispatcher.Dispatcher` thread as commands. It holds no
+scheduling state of its own.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import datetime, timedelta, timezone as dt_timezone, tzinfo
+from typing import Any, Callable
+
+from loguru import logger
+
+from .config import WorkerConfig, build_config, check_name, parse_timezone
+from .dispatcher import Dispatcher
+from .errors import ConfigError, NotRunningError, OrchestratorError
+from .events import EventBus, RunEvent
+from .execution.base import RunExecutor
+from .history import MemoryHistory
+from .runs import Outcome, RunRecord
+from .schedule import local_timezone
+
+#: How long stop() waits for killed runs to be gone, beyond their kill grace.
+KILL_SETTLE_SECONDS = 30.0
+
+
+class WorkerOrchestrator:
+    """Runs registered workers on their schedules under the admission rules.
+
+    :param max_concurrent: most runs in progress at once (default 5).
+    :param state_path: ``None`` keeps state and history in memory.
+    :param timezone: zone of cron workers that name none (default: the machine's).
+    :param executor: where attempts execute (default: a fresh OS process per attempt).
+    :param clock: ``now()``/``monotonic()`` provider, for tests.
+    :param history_limit: runs kept per worker (default 1,000).
+    :raises ConfigError: on an invalid option.
+    """
+
+    def __init__(self, max_concurrent: int = 5, state_path: str | None = None, *,
+                 timezone: str | tzinfo | None = None, executor: RunExecutor | None = None,
+                 clock=None, history_limit: int = 1000):
+        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) \
+                or max_concurrent < 1:
+            raise ConfigError(f"orchestrator: max_concurrent must be a whole number of at "
+                              f"least 1, got {max_concurrent!r}", field="max_concurrent")
+        if isinstance(history_limit, bool) or not isinstance(history_limit, int) \
+                or history_limit < 1:
+            raise ConfigError(f"orchestrator: history_limit must be a whole number of at "
+                              f"least 1, got {history_limit!r}", field="history_limit")
+        if state_path is not None:
+            raise ConfigError("orchestrator: state_path is not supported by this version; "
+                              "pass state_path=None to keep state in memory",
+                              field="state_path")
+        if timezone is not None:
+            timezone = parse_timezone(timezone)
+        self._events = EventBus()
+        self._executor = executor
+        self._dispatcher = Dispatcher(executor, max_concurrent=max_concurrent, clock=clock,
+                                      default_timezone=timezone or local_timezone(),
+                                      history=MemoryHistory(history_limit),
+                                      events=self._events)
+        self._lifecycle = threading.Lock()
+        self._kill_now = False
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register_worker(self, name: str, fn: Callable | None = None, *,
+                        command: list[str] | str | None = None, **options: Any) -> WorkerConfig:
+        """Register a worker; see README "Worker options" for ``options``.
+
+        Allowed while running; validated the same way either way.
+
+        :returns: the worker's configuration.
+        :raises ConfigError: naming the worker, the option and the fix.
+        """
+        config = build_config(name, fn, command, options)
+        self._dispatcher.call(self._dispatcher.register, config)
+        return self._dispatcher.call(self._dispatcher.config, name)
+
+    def worker(self, name: str | None = None, **options: Any):
+        """Decorator form of :meth:`register_worker`; the name defaults to the function's."""
+        def register(fn: Callable) -> Callable:
+            self.register_worker(name or fn.__name__.replace("_", "-"), fn, **options)
+            return fn
+        return register
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start scheduling; returns at once. A second call does nothing.
+
+        :raises UnknownWorkerError: if ``depends_on``/``blocks`` name an unregistered worker.
+        :raises OrchestratorError: if this orchestrator was already stopped.
+        """
+        with self._lifecycle:
+            dispatcher = self._dispatcher
+            if dispatcher.state == "running":
+                return
+            if dispatcher.state != "created":
+                raise OrchestratorError("this orchestrator was stopped; create a new "
+                                        "WorkerOrchestrator to start again")
+            if self._executor is None:
+                from .execution.process import ProcessExecutor
+                self._executor = ProcessExecutor()
+            dispatcher.executor = self._executor
+            dispatcher.call(dispatcher.begin)
+            dispatcher.start_thread()
+            logger.info("orchestrator started with {} workers, max_concurrent={}",
+                        len(dispatcher.names()), dispatcher.max_concurrent)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Start nothing new, let runs finish for ``timeout`` seconds, then kill them.
+
+        Killed runs are recorded ``cancelled``. Returns when no process started by this
+        orchestrator is left. Calling it twice, or before :meth:`start`, is harmless.
+        """
+        with self._lifecycle:
+            dispatcher = self._dispatcher
+            if dispatcher.state == "stopped":
+                return
+            dispatcher.call(dispatcher.begin_stop)
+            if self._kill_now or not dispatcher.idle.wait(timeout):
+                logger.info("stop: killing runs still in progress after {}s", timeout)
+                dispatcher.call(dispatcher.kill_running, Outcome.CANCELLED)
+                if not dispatcher.idle.wait(KILL_SETTLE_SECONDS + self._longest_grace()):
+                    logger.error("stop: runs did not end after being killed; giving up "
+                                 "waiting for them")
+            dispatcher.halt_thread()
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+            dispatcher.call(dispatcher.end)
+            logger.info("orchestrator stopped")
+
+    def _longest_grace(self) -> float:
+        configs = [self._dispatcher.call(self._dispatcher.config, n)
+                   for n in self._dispatcher.call(self._dispatcher.names)]
+        return max((c.kill_grace_seconds for c in configs), default=0.0)
+
+    def run_forever(self, stop_timeout: float = 30.0) -> None:
+        """Start, block until SIGINT or SIGTERM, then :meth:`stop` (a second signal kills
+        the runs at once). Call it from the main thread.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            raise OrchestratorError("run_forever() installs signal handlers and must be "
+                                    "called from the main thread; use start()/stop() "
+                                    "elsewhere")
+        stop_requested = threading.Event()
+
+        def on_signal(signum, _frame):
+            if not stop_requested.is_set():
+                logger.info("{} received: stopping (send it again to kill running runs)",
+                            signal.Signals(signum).name)
+                stop_requested.set()
+            else:
+                logger.info("{} received again: killing running runs",
+                            signal.Signals(signum).name)
+                self._kill_now = True
+                self._dispatcher.post(self._dispatcher.kill_running, Outcome.CANCELLED)
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT,
+                                                                   signal.SIGTERM)}
+        try:
+            self.start()
+            stop_requested.wait()
+            self.stop(stop_timeout)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def __enter__(self) -> "WorkerOrchestrator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # -- steering -------------------------------------------------------------------------
+
+    def trigger_worker(self, name: str, wait: bool = False,
+                       timeout: float | None = None) -> bool:
+        """Make a run of ``name`` due now (it still obeys S5's admission rules).
+
+        A worker that is running gets one run queued behind the current one.
+
+        :param wait: block until that run has ended.
+        :param timeout: with ``wait``, the most seconds to block.
+        :returns: without ``wait``, whether a run was made due (False for a disabled
+            worker); with ``wait``, whether the run succeeded.
+        :raises UnknownWorkerError: if no worker has that name.
+        :raises NotRunningError: ``wait=True`` before :meth:`start`.
+        :raises TimeoutError: if ``timeout`` passed first.
+        """
+        if wait and self._dispatcher.state != "running":
+            raise NotRunningError(f"worker {name!r}: trigger_worker(wait=True) needs a "
+                                  f"running orchestrator; call start() first")
+        waiter = self._dispatcher.call(self._dispatcher.trigger, name)
+        if waiter is None:
+            logger.info("trigger {}: not triggered, the worker is disabled", name)
+            return False
+        if not wait:
+            return True
+        record: RunRecord = waiter.result(timeout)
+        return record.outcome is Outcome.SUCCEEDED
+
+    def enable_worker(self, name: str) -> None:
+        """Enable ``name`` and reset its consecutive failures."""
+        self._dispatcher.call(self._dispatcher.enable, name)
+
+    def disable_worker(self, name: str, stop: bool = False) -> None:
+        """Disable ``name``: its pending run is dropped; a run in progress finishes, or is
+        killed (recorded ``cancelled``) when ``stop`` is true.
+        """
+        self._dispatcher.call(self._dispatcher.disable, name, stop)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get_status(self) -> dict:
+        """What runs, what waits and why; see README "Status"."""
+        return self._dispatcher.call(self._dispatcher.status)
+
+    def get_worker(self, name: str) -> WorkerConfig:
+        """A read-only snapshot of ``name``'s configuration and runtime fields."""
+        return self._dispatcher.call(self._dispatcher.config, name)
+
+    def history(self, worker: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Run records, newest first; all workers when ``worker`` is None."""
+        if worker is not None:
+            check_name(worker)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"history: limit must be a whole number of at least 1, got "
+                              f"{limit!r}", field="limit")
+        return self._dispatcher.call(self._dispatcher.recent_runs, worker, limit)
+
+    def plan(self, start: datetime | None = None,
+             hours: float = 24.0) -> list[tuple[datetime, str]]:
+        """Every due time of every scheduled worker in ``[start, start + hours)``.
+
+        Computed by the same code that schedules. A naive ``start`` is read as local time
+        of the orchestrator's zone; interval workers not yet started are anchored at
+        ``start``.
+        """
+        zone = self._dispatcher.default_timezone
+        if start is None:
+            start = self._dispatcher.clock.now()
+        elif start.tzinfo is None:
+            start = start.replace(tzinfo=zone)
+        if isinstance(hours, bool) or not isinstance(hours, (int, float)) or hours <= 0:
+            raise ConfigError(f"plan: hours must be a positive number, got {hours!r}",
+                              field="hours")
+        end = start + timedelta(hours=hours)
+        return self._dispatcher.call(self._dispatcher.plan, start.astimezone(dt_timezone.utc),
+                                     end.astimezone(dt_timezone.utc))
+
+    def add_listener(self, callback: Callable[[RunEvent], Any]) -> None:
+        """Call ``callback(event)`` for every run event; its errors are logged and ignored."""
+        self._events.add_listener(callback)
+
+    def remove_listener(self, callback: Callable[[RunEvent], Any]) -> None:
+        self._events.remove_listener(callback)

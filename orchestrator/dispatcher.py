@@ -1,0 +1,642 @@
+"""The dispatcher: the one thread that decides which due run starts, and when.
+
+::
+
+    trigger_worker / enable / disable /      executor callbacks
+    register / get_status (other threads)    (a run's attempt ended)
+                  |                                   |
+                  +------> command queue + wake-up <--+
+                                  |
+                   Dispatcher thread: step(now)
+                     1. run queued commands (and finished attempts)
+                     2. due times <= now      -> pending runs   (Schedule, S4)
+                     3. pending runs, by priority, that pass   -> executor.submit_run
+                        overlap / dependencies / exclusion / slots   (S5)
+                     4. sleep until the next due time or retry, or a wake-up
+
+The dispatcher thread owns every piece of mutable scheduling state: the workers' runtime
+state, the constraint graph, the pending set, the running table, the timer heap and the
+history. Other threads never touch them: they send a command (:meth:`Dispatcher.call`) and
+get its result back. Before the thread starts and after it ends, commands run in the calling
+thread under a lock, so the owner is still one at a time.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import heapq
+import itertools
+import queue
+import threading
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, Callable
+
+from loguru import logger
+
+from .clock import SystemClock
+from .config import OverlapPolicy, WorkerConfig, WorkerExecutionMode, suggest
+from .errors import ConfigError, UnknownWorkerError
+from .events import EventBus, RunEvent
+from .execution.base import AttemptResult, RunExecutor, RunFuture, RunSpec
+from .graph import ConstraintGraph
+from .history import MemoryHistory
+from .runs import Cause, Outcome, RunRecord, RunState, new_run_id
+from .schedule import Schedule
+from .status import build_status, describe_outcome
+
+#: Longest sleep between steps; bounds the effect of wall-clock jumps and suspends.
+MAX_SLEEP_SECONDS = 60.0
+#: Ceiling of the back-off of a failing CONTINUOUS worker.
+MAX_BACKOFF_SECONDS = 300.0
+
+
+@dataclasses.dataclass
+class WorkerState:
+    """A worker's runtime state, owned by the dispatcher thread."""
+
+    config: WorkerConfig
+    enabled: bool = True
+    disabled_reason: str | None = None
+    consecutive_failures: int = 0
+    last_run: datetime | None = None          # start of the newest run
+    last_success: datetime | None = None      # end of the newest successful run
+    last_error: str | None = None
+    last_outcome: Outcome | None = None       # of the newest finished (not skipped) run
+    last_duration: float | None = None
+    cpu_seconds: float | None = None
+    peak_rss_bytes: int | None = None
+    schedule: Schedule | None = None
+    next_due: datetime | None = None
+    fresh_upstreams: set[str] = dataclasses.field(default_factory=set)
+    skipped: int = 0
+    coalesced: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclasses.dataclass
+class PendingRun:
+    record: RunRecord
+    seq: int
+    not_before: datetime | None = None
+    waiters: list[concurrent.futures.Future] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class RunningRun:
+    record: RunRecord
+    future: RunFuture
+    waiters: list[concurrent.futures.Future]
+    killing: Outcome | None = None
+
+
+class Dispatcher:
+    """Admission and lifecycle of runs; see the module docstring for the data flow.
+
+    :param executor: where attempts execute.
+    :param max_concurrent: the cap on runs in progress.
+    :param clock: ``now()`` (aware datetime) and ``monotonic()``; injectable for tests.
+    :param default_timezone: the zone of workers that name none.
+    """
+
+    def __init__(self, executor: RunExecutor, *, max_concurrent: int = 5, clock=None,
+                 default_timezone: tzinfo, history=None, events: EventBus | None = None):
+        self.executor = executor
+        self.max_concurrent = max_concurrent
+        self.clock = clock or SystemClock()
+        self.default_timezone = default_timezone
+        self.history = history if history is not None else MemoryHistory()
+        self.events = events or EventBus()
+        self.state = "created"  # created -> running -> stopping -> stopped
+        # Owned by the dispatcher thread (or the caller, under _inline_lock, when it is not
+        # running):
+        self._workers: dict[str, WorkerState] = {}
+        self._graph = ConstraintGraph()
+        self._pending: dict[str, PendingRun] = {}
+        self._running: dict[str, RunningRun] = {}
+        self._timers: list[tuple[datetime, int, str]] = []   # heap of (when, seq, worker)
+        self._seq = itertools.count()
+        # Shared with other threads:
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._wakeup = threading.Event()
+        self._inline_lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._halt = False
+        self.idle = threading.Event()  # set while no run is in progress
+        self.idle.set()
+
+    # -- threading ------------------------------------------------------------------------
+
+    def call(self, function: Callable[..., Any], *args) -> Any:
+        """Run ``function(*args)`` as the owner of the state and return its result.
+
+        Exceptions raised by ``function`` propagate to the caller.
+        """
+        thread = self._thread
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            with self._inline_lock:
+                thread = self._thread
+                if thread is None or not thread.is_alive() or \
+                        thread is threading.current_thread():
+                    return function(*args)
+        reply: concurrent.futures.Future = concurrent.futures.Future()
+        self._commands.put((function, args, reply))
+        self._wakeup.set()
+        return reply.result()
+
+    def post(self, function: Callable[..., Any], *args) -> None:
+        """Queue ``function(*args)`` for the dispatcher thread without waiting for it."""
+        self._commands.put((function, args, None))
+        self._wakeup.set()
+
+    def start_thread(self) -> None:
+        with self._inline_lock:
+            self._halt = False
+            self._thread = threading.Thread(target=self._loop, name="orchestrator-dispatcher",
+                                            daemon=True)
+            self._thread.start()
+
+    def halt_thread(self) -> None:
+        """End the dispatcher thread after its current step; queued commands still run."""
+        with self._inline_lock:
+            thread = self._thread
+            if thread is None:
+                return
+            self.post(self._set_halt)
+            thread.join()
+            self._drain()  # anything queued after the last step
+
+    def _set_halt(self) -> None:
+        self._halt = True
+
+    def _loop(self) -> None:
+        while True:
+            self._wakeup.clear()
+            try:
+                timeout = self.step()
+            except Exception:  # a bug must not stop scheduling; it is logged whole
+                logger.exception("dispatcher step failed")
+                timeout = 1.0
+            if self._halt:
+                return
+            self._wakeup.wait(MAX_SLEEP_SECONDS if timeout is None
+                              else min(timeout, MAX_SLEEP_SECONDS))
+
+    # -- the step -------------------------------------------------------------------------
+
+    def step(self) -> float | None:
+        """Process commands, fire due times, admit runs.
+
+        :returns: seconds until the next timed event (a due time or a retry), 0 if more
+            commands are already queued, or ``None`` if nothing is scheduled.
+        """
+        self._drain()
+        if self.state != "running":
+            return None if self._commands.empty() else 0.0
+        now = self.clock.now()
+        self._fire_due(now)
+        self._admit(now)
+        if not self._commands.empty():
+            return 0.0
+        while self._timers and not self._timer_valid(self._timers[0]):
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return None
+        return max(0.0, (self._timers[0][0] - self.clock.now()).total_seconds())
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                function, args, reply = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if reply is None:
+                try:
+                    function(*args)
+                except Exception:
+                    logger.exception("dispatcher command {} failed", function.__name__)
+                continue
+            if not reply.set_running_or_notify_cancel():
+                continue
+            try:
+                reply.set_result(function(*args))
+            except BaseException as error:  # handed to the caller, who re-raises it
+                reply.set_exception(error)
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _set_next_due(self, state: WorkerState, when: datetime | None) -> None:
+        state.next_due = when
+        if when is not None:
+            heapq.heappush(self._timers, (when, next(self._seq), state.name))
+
+    def _wake_at(self, when: datetime, name: str) -> None:
+        heapq.heappush(self._timers, (when, next(self._seq), name))
+
+    def _timer_valid(self, timer) -> bool:
+        when, _, name = timer
+        state = self._workers.get(name)
+        if state is None:
+            return False
+        if state.next_due == when:
+            return True
+        pending = self._pending.get(name)
+        return pending is not None and pending.not_before == when
+
+    def _fire_due(self, now: datetime) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            when, _, name = heapq.heappop(self._timers)
+            state = self._workers.get(name)
+            if state is None or state.next_due != when:
+                continue  # a retry's wake-up, or a superseded due time
+            mode = state.config.execution_mode
+            if mode is WorkerExecutionMode.CONTINUOUS:
+                state.next_due = None
+                self._due(state, when, Cause.CONTINUOUS)
+            else:
+                self._due(state, when, Cause.SCHEDULE)
+                following, passed = state.schedule.catch_up(when, now)
+                state.coalesced += passed
+                self._set_next_due(state, following)
+
+    # -- due runs -------------------------------------------------------------------------
+
+    def _due(self, state: WorkerState, due_at: datetime, cause: Cause) -> None:
+        """A due time arrived for ``state``'s worker: make or join its pending run."""
+        name = state.name
+        if not state.enabled:
+            return
+        running = self._running.get(name)
+        if running is not None and name not in self._pending:
+            policy = state.config.overlap
+            if policy is OverlapPolicy.SKIP:
+                record = RunRecord(new_run_id(), name, cause, due_at)
+                record.error = f"run {running.record.run_id} was still running"
+                record.finish(Outcome.SKIPPED, self.clock.now())
+                state.skipped += 1
+                self.history.save(record)
+                self._emit("skipped", record, message=record.error)
+                return
+            if policy is OverlapPolicy.REPLACE and running.killing is None:
+                running.killing = Outcome.CANCELLED
+                running.future.kill(Outcome.CANCELLED)
+                self._emit("replacing", running.record,
+                           message=f"a new run is due at {due_at.isoformat()}")
+        self._make_pending(state, due_at, cause)
+
+    def _make_pending(self, state: WorkerState, due_at: datetime, cause: Cause,
+                      waiter: concurrent.futures.Future | None = None) -> PendingRun:
+        pending = self._pending.get(state.name)
+        if pending is None:
+            pending = PendingRun(RunRecord(new_run_id(), state.name, cause, due_at),
+                                 next(self._seq))
+            self._pending[state.name] = pending
+            self._emit("due", pending.record, message=str(cause))
+        else:
+            state.coalesced += 1
+        if waiter is not None:
+            pending.waiters.append(waiter)
+        return pending
+
+    # -- admission ------------------------------------------------------------------------
+
+    def _admit(self, now: datetime) -> None:
+        if len(self._running) >= self.max_concurrent:
+            return
+        ready = [p for name, p in self._pending.items()
+                 if name not in self._running
+                 and (p.not_before is None or p.not_before <= now)]
+        ready.sort(key=lambda p: (-self._workers[p.record.worker].config.priority.rank,
+                                  p.record.due_at, p.seq))
+        for pending in ready:  # a run that may not start never holds back one that may
+            if len(self._running) >= self.max_concurrent:
+                return
+            if self.blocker(pending.record.worker) is None:
+                self._start(pending, now)
+
+    def blocker(self, name: str) -> str | None:
+        """Why dependencies or exclusions keep ``name`` from starting now, or ``None``."""
+        for dependency in self._graph.dependencies_of(name):
+            why = self._dependency_problem(dependency)
+            if why:
+                return f"waiting for dependency {dependency}: {why}"
+        for other in self._graph.conflicts_of(name):
+            if other in self._running:
+                return f"blocked by {other} (running)"
+        return None
+
+    def _dependency_problem(self, name: str) -> str | None:
+        state = self._workers[name]
+        if name in self._running:
+            return "it is running"
+        if name in self._pending:
+            return "it has a pending run"
+        if not state.enabled:
+            return "it is disabled"
+        if state.last_outcome is None:
+            return "it has not run yet"
+        if state.last_outcome is not Outcome.SUCCEEDED:
+            return f"its last run {describe_outcome(state.last_outcome)}"
+        return None
+
+    def _start(self, pending: PendingRun, now: datetime) -> None:
+        record = pending.record
+        state = self._workers[record.worker]
+        del self._pending[record.worker]
+        record.start(now)
+        state.last_run = record.started_at if record.attempts == 1 else state.last_run
+        config = state.config
+        spec = RunSpec(
+            run_id=record.run_id, worker=config.name, attempt=record.attempts,
+            function=config.function, pass_argument=config.passes_config,
+            argument=self._snapshot(state, running=True) if config.passes_config else None,
+            command=config.command, shell=config.shell, env=config.env, cwd=config.cwd,
+            timeout_seconds=config.timeout_seconds,
+            kill_grace_seconds=config.kill_grace_seconds,
+            memory_limit_mb=config.memory_limit_mb, kill_leftovers=config.kill_leftovers)
+        self.history.save(record)  # the record exists before the process does
+        self._emit("started", record, message=config.target)
+        try:
+            future = self.executor.submit_run(spec)
+        except Exception as error:  # the executor is at fault, not the run; record it
+            logger.exception("executor failed to start {} run {}", config.name, record.run_id)
+            future = RunFuture(spec, lambda *_: None)
+            future.set_result(AttemptResult(Outcome.CRASHED, now, self.clock.now(),
+                                            error=f"could not start: {error!r}"))
+        self._running[record.worker] = RunningRun(record, future, pending.waiters)
+        self.idle.clear()
+        future.add_done_callback(lambda done: self.post(self._finished, record.worker, done))
+
+    # -- a run ends -----------------------------------------------------------------------
+
+    def _finished(self, name: str, future: RunFuture) -> None:
+        running = self._running.get(name)
+        if running is None or running.future is not future:
+            return
+        del self._running[name]
+        if not self._running:
+            self.idle.set()
+        attempt: AttemptResult = future.result()
+        record = running.record
+        for field in ("pid", "result", "error", "traceback", "exit_code", "signal",
+                      "cpu_seconds", "peak_rss_bytes", "stdout_tail", "stderr_tail"):
+            setattr(record, field, getattr(attempt, field))
+        outcome = attempt.outcome
+        state = self._workers[name]
+        config = state.config
+        if (outcome.is_failure and record.attempts <= config.max_retries
+                and state.enabled and self.state == "running"):
+            self._retry(state, running, attempt)
+            return
+        record.finish(outcome, attempt.ended_at)
+        self._conclude(state, record, running.waiters, attempt)
+
+    def _retry(self, state: WorkerState, running: RunningRun, attempt: AttemptResult) -> None:
+        record = running.record
+        record.retry()
+        delay = state.config.retry_delay_seconds * 2 ** (record.attempts - 1)
+        self._emit(attempt.outcome.value, record, duration=attempt.duration_seconds,
+                   message=attempt.error or "")
+        self._emit("retried", record, message=f"attempt {record.attempts + 1} of "
+                                              f"{state.config.max_retries + 1} in {delay:g}s")
+        waiters = list(running.waiters)
+        queued = self._pending.pop(state.name, None)
+        if queued is not None:  # a queued due time joins the retry instead of waiting behind
+            queued.record.error = f"coalesced into the retry of run {record.run_id}"
+            queued.record.finish(Outcome.SKIPPED, self.clock.now())
+            self.history.save(queued.record)
+            waiters += queued.waiters
+        not_before = self.clock.now() + timedelta(seconds=delay)
+        self._pending[state.name] = PendingRun(record, next(self._seq), not_before, waiters)
+        self._wake_at(not_before, state.name)
+        self.history.save(record)
+
+    def _conclude(self, state: WorkerState, record: RunRecord,
+                  waiters: list[concurrent.futures.Future],
+                  attempt: AttemptResult | None = None) -> None:
+        """Book a finished run: statistics, auto-disable, pipelines, waiters, history."""
+        outcome = record.outcome
+        now = self.clock.now()
+        if record.started_at is not None:
+            state.last_outcome = outcome
+            state.last_duration = attempt.duration_seconds if attempt else None
+            state.cpu_seconds = record.cpu_seconds
+            state.peak_rss_bytes = record.peak_rss_bytes
+        self.history.save(record)
+        self._emit(outcome.value, record,
+                   duration=attempt.duration_seconds if attempt else None,
+                   message=record.error or "")
+        if outcome is Outcome.SUCCEEDED:
+            state.consecutive_failures = 0
+            state.last_success = record.ended_at
+            self._release_pipelines(state.name, now)
+        elif outcome.is_failure:
+            state.consecutive_failures += 1
+            state.last_error = record.error
+            limit = state.config.max_consecutive_failures
+            if limit is not None and state.consecutive_failures >= limit and state.enabled:
+                self.disable(state.name, reason=(
+                    f"disabled after {state.consecutive_failures} consecutive failures: "
+                    f"{record.error or outcome.value}"))
+        if (state.config.execution_mode is WorkerExecutionMode.CONTINUOUS and state.enabled
+                and self.state == "running" and state.name not in self._pending):
+            delay = 0.0
+            if state.consecutive_failures:
+                delay = min(state.config.retry_delay_seconds
+                            * 2 ** (state.consecutive_failures - 1), MAX_BACKOFF_SECONDS)
+            self._set_next_due(state, now + timedelta(seconds=delay))
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(record.snapshot())
+
+    def _release_pipelines(self, name: str, now: datetime) -> None:
+        """``name`` succeeded: TRIGGERED dependents whose upstreams all succeeded become due."""
+        for dependent in self._graph.dependents_of(name):
+            state = self._workers.get(dependent)
+            if state is None or state.config.execution_mode is not WorkerExecutionMode.TRIGGERED:
+                continue
+            state.fresh_upstreams.add(name)
+            if state.enabled and state.fresh_upstreams >= set(
+                    self._graph.dependencies_of(dependent)):
+                state.fresh_upstreams.clear()
+                self._make_pending(state, now, Cause.UPSTREAM)
+
+    def _drop_pending(self, name: str, why: str) -> None:
+        pending = self._pending.pop(name, None)
+        if pending is None:
+            return
+        record = pending.record
+        record.error = why
+        if record.state is RunState.RUNNING:  # cannot happen: pending records are not running
+            raise AssertionError(record)
+        record.finish(Outcome.CANCELLED, self.clock.now())
+        self._conclude(self._workers[name], record, pending.waiters)
+
+    # -- commands (run as the owner) ------------------------------------------------------
+
+    def register(self, config: WorkerConfig) -> None:
+        name = config.name
+        if name in self._workers:
+            raise ConfigError(f"worker {name!r}: name is already registered; choose another "
+                              f"name or unregister the first", worker=name, field="name")
+        if self.state in ("running", "stopping"):
+            for field in ("depends_on", "blocks"):
+                for other in getattr(config, field):
+                    if other not in self._workers:
+                        raise UnknownWorkerError(
+                            f"worker {name!r}: {field} names {other!r}, which is not "
+                            f"registered; register {other!r} first", worker=name, field=field)
+        self._graph.add_worker(name, config.depends_on, config.blocks)
+        state = WorkerState(config)
+        self._workers[name] = state
+        if self.state == "running":
+            self._begin_worker(state, self.clock.now())
+
+    def begin(self) -> None:
+        """created -> running: check names, then set every worker's first due time."""
+        if self.state != "created":
+            return
+        self._graph.check_known()
+        now = self.clock.now()
+        self.state = "running"
+        for state in self._workers.values():
+            self._begin_worker(state, now)
+
+    def _begin_worker(self, state: WorkerState, now: datetime) -> None:
+        mode = state.config.execution_mode
+        if mode is WorkerExecutionMode.SCHEDULED:
+            state.schedule = Schedule(state.config, now, self.default_timezone)
+            self._set_next_due(state, state.schedule.first_due(now))
+        elif mode is WorkerExecutionMode.CONTINUOUS and state.enabled:
+            self._set_next_due(state, now)
+
+    def trigger(self, name: str) -> concurrent.futures.Future | None:
+        """Make ``name`` pending now; the future receives the run's final record.
+
+        :returns: ``None`` if the worker is disabled.
+        """
+        state = self._state(name)
+        if not state.enabled:
+            return None
+        waiter: concurrent.futures.Future = concurrent.futures.Future()
+        pending = self._make_pending(state, self.clock.now(), Cause.MANUAL, waiter)
+        pending.not_before = None  # an explicit request skips a retry's back-off
+        return waiter
+
+    def enable(self, name: str) -> None:
+        state = self._state(name)
+        was_enabled = state.enabled
+        state.enabled = True
+        state.disabled_reason = None
+        state.consecutive_failures = 0
+        if not was_enabled:
+            self._emit_worker("enabled", state)
+        if (state.config.execution_mode is WorkerExecutionMode.CONTINUOUS
+                and self.state == "running" and state.name not in self._running
+                and state.name not in self._pending and state.next_due is None):
+            self._set_next_due(state, self.clock.now())
+
+    def disable(self, name: str, stop: bool = False,
+                reason: str = "disabled by disable_worker()") -> None:
+        state = self._state(name)
+        if state.enabled:
+            state.enabled = False
+            state.disabled_reason = reason
+            self._emit_worker("disabled", state, reason)
+        if state.config.execution_mode is WorkerExecutionMode.CONTINUOUS:
+            state.next_due = None
+        self._drop_pending(name, "worker disabled before the run started")
+        running = self._running.get(name)
+        if stop and running is not None and running.killing is None:
+            running.killing = Outcome.CANCELLED
+            running.future.kill(Outcome.CANCELLED)
+
+    def begin_stop(self) -> None:
+        """running -> stopping: start nothing new; pending runs are cancelled."""
+        if self.state not in ("created", "running"):
+            return
+        self.state = "stopping"
+        for name in list(self._pending):
+            self._drop_pending(name, "the orchestrator stopped before the run started")
+
+    def kill_running(self, outcome: Outcome = Outcome.CANCELLED) -> None:
+        for running in self._running.values():
+            if running.killing is None:
+                running.killing = outcome
+                running.future.kill(outcome)
+
+    def end(self) -> None:
+        self.state = "stopped"
+
+    # -- reading (run as the owner) -------------------------------------------------------
+
+    def _state(self, name: str) -> WorkerState:
+        state = self._workers.get(name)
+        if state is None:
+            hint = suggest(name, self._workers)
+            raise UnknownWorkerError(f"no worker named {name!r}{hint}", worker=name)
+        return state
+
+    def _snapshot(self, state: WorkerState, running: bool | None = None) -> WorkerConfig:
+        return dataclasses.replace(
+            state.config, is_enabled=state.enabled,
+            is_running=state.name in self._running if running is None else running,
+            consecutive_failures=state.consecutive_failures, last_run=state.last_run,
+            last_success=state.last_success, last_error=state.last_error)
+
+    def config(self, name: str) -> WorkerConfig:
+        return self._snapshot(self._state(name))
+
+    def names(self) -> list[str]:
+        return list(self._workers)
+
+    def recent_runs(self, worker: str | None, limit: int) -> list[RunRecord]:
+        if worker is not None:
+            self._state(worker)
+        return self.history.recent(worker, limit)
+
+    def plan(self, start: datetime, end: datetime) -> list[tuple[datetime, str]]:
+        """Due times of every enabled scheduled worker in ``[start, end)``."""
+        self._graph.check_known()
+        out = []
+        for state in self._workers.values():
+            if state.config.execution_mode is not WorkerExecutionMode.SCHEDULED:
+                continue
+            schedule = state.schedule or Schedule(state.config, start, self.default_timezone)
+            out.extend((due, state.name) for due in schedule.due_times(start, end))
+        out.sort(key=lambda item: (item[0], item[1]))
+        return out
+
+    def status(self) -> dict:
+        return build_status(self, self.clock.now())
+
+    # Read-only views for the status builder, valid in the owner thread only.
+    @property
+    def workers(self) -> dict[str, WorkerState]:
+        return self._workers
+
+    @property
+    def pending(self) -> dict[str, PendingRun]:
+        return self._pending
+
+    @property
+    def running(self) -> dict[str, RunningRun]:
+        return self._running
+
+    @property
+    def graph(self) -> ConstraintGraph:
+        return self._graph
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _emit(self, kind: str, record: RunRecord, *, duration: float | None = None,
+              message: str = "") -> None:
+        self.events.emit(RunEvent(kind, record.worker, self.clock.now(), record.run_id,
+                                  record.attempts or None, duration, message))
+
+    def _emit_worker(self, kind: str, state: WorkerState, message: str = "") -> None:
+        self.events.emit(RunEvent(kind, state.name, self.clock.now(), message=message))
+

@@ -1,0 +1,75 @@
+"""Run events: one log line each, and the listeners that want them.
+
+Logging goes through loguru under the name ``orchestrator``; the package disables it on
+import, so a library user sees nothing until ``logger.enable("orchestrator")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from datetime import datetime
+from typing import Any, Callable
+
+from loguru import logger
+
+
+@dataclasses.dataclass(frozen=True)
+class RunEvent:
+    """Something that happened to a worker or a run.
+
+    ``kind`` is one of: due, started, succeeded, failed, timed_out, memory_exceeded, crashed,
+    cancelled, retried, skipped, disabled, enabled, registered, stopped.
+    """
+
+    kind: str
+    worker: str
+    at: datetime
+    run_id: str | None = None
+    attempt: int | None = None
+    duration_seconds: float | None = None
+    message: str = ""
+
+    def line(self) -> str:
+        parts = [f"{self.kind} {self.worker}"]
+        if self.run_id is not None:
+            parts.append(f"run={self.run_id}")
+        if self.attempt is not None:
+            parts.append(f"attempt={self.attempt}")
+        if self.duration_seconds is not None:
+            parts.append(f"duration={self.duration_seconds:.3f}s")
+        if self.message:
+            parts.append(f"- {self.message}")
+        return " ".join(parts)
+
+
+_LEVELS = {"failed": "WARNING", "timed_out": "WARNING", "memory_exceeded": "WARNING",
+           "crashed": "WARNING", "disabled": "WARNING", "due": "DEBUG", "skipped": "INFO"}
+
+
+class EventBus:
+    """Logs each event and hands it to listeners; a failing listener is logged and ignored."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[RunEvent], Any]] = []
+
+    def add_listener(self, callback: Callable[[RunEvent], Any]) -> None:
+        with self._lock:
+            self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[RunEvent], Any]) -> None:
+        with self._lock:
+            self._listeners.remove(callback)
+
+    def emit(self, event: RunEvent) -> None:
+        logger.bind(worker=event.worker, run_id=event.run_id, event=event.kind).log(
+            _LEVELS.get(event.kind, "INFO"), event.line())
+        with self._lock:
+            listeners = list(self._listeners)
+        for callback in listeners:
+            try:
+                callback(event)
+            except Exception:
+                logger.exception("listener {!r} failed on {} event of {}", callback,
+                                 event.kind, event.worker)

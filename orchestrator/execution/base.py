@@ -1,0 +1,125 @@
+"""The contract between the dispatcher and whatever executes an attempt.
+
+The dispatcher builds a :class:`RunSpec` for each attempt and calls
+:meth:`RunExecutor.submit_run`; it gets a :class:`RunFuture` back, whose result is always an
+:class:`AttemptResult` (a run's failure is a result, not an exception). ``RunFuture.kill``
+ends the attempt early; the future then completes with the outcome the caller named.
+
+Any backend that honours this small surface can replace another without the dispatcher
+noticing: the in-process :class:`~orchestrator.execution.inline.InlineExecutor` for logic
+tests, the process executor for real work.
+"""
+
+from __future__ import annotations
+
+import abc
+import concurrent.futures
+import dataclasses
+import functools
+import threading
+from datetime import datetime
+from typing import Any, Callable
+
+from ..runs import Outcome
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What to execute for one attempt, and the limits that apply to it.
+
+    Exactly one of ``function`` / ``command`` is set. ``function`` is a module-level callable
+    (pickled by reference); it is called as ``function(argument)`` when ``pass_argument`` is
+    true, else as ``function()``. ``command`` is an argv list, or a string for ``/bin/sh -c``
+    when ``shell`` is true.
+    """
+
+    run_id: str
+    worker: str
+    attempt: int = 1
+    function: Callable[..., Any] | None = None
+    argument: Any = None
+    pass_argument: bool = False
+    command: list[str] | str | None = None
+    shell: bool = False
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    timeout_seconds: float | None = None
+    kill_grace_seconds: float = 3.0
+    memory_limit_mb: float | None = None
+    kill_leftovers: bool = True
+
+
+@dataclasses.dataclass
+class AttemptResult:
+    """How one attempt ended and what it cost.
+
+    ``error`` is one line (``"ZeroDivisionError: division by zero"``, ``"exit code 3"``,
+    ``"killed by SIGSEGV"``, ``"timed out after 5s"``); ``traceback`` the formatted text
+    when the attempt raised. Times are timezone-aware UTC.
+    """
+
+    outcome: Outcome
+    started_at: datetime
+    ended_at: datetime
+    pid: int | None = None
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    cpu_seconds: float | None = None
+    peak_rss_bytes: int | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+
+    @property
+    def duration_seconds(self) -> float:
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+class RunFuture(concurrent.futures.Future):
+    """A future for one attempt that can also be killed.
+
+    The result is an :class:`AttemptResult`. :meth:`kill` is idempotent and returns at
+    once; the future completes when the attempt's processes are gone.
+    """
+
+    def __init__(self, spec: RunSpec, kill: Callable[["RunFuture", Outcome], None]):
+        super().__init__()
+        self.spec = spec
+        self.pid: int | None = None
+        self.started = threading.Event()  # set once user code may have begun (pid known)
+        self._kill = kill
+
+    def kill(self, outcome: Outcome = Outcome.CANCELLED) -> None:
+        """End the attempt (SIGTERM, grace, SIGKILL) and record it with ``outcome``."""
+        if not self.done():
+            self._kill(self, Outcome(outcome))
+
+
+class RunExecutor(concurrent.futures.Executor, abc.ABC):
+    """A ``concurrent.futures.Executor`` that runs :class:`RunSpec` attempts.
+
+    ``submit(fn, *args, **kwargs)`` keeps the plain executor meaning: the future's result is
+    ``fn``'s return value, or the exception it raised.
+    """
+
+    @abc.abstractmethod
+    def submit_run(self, spec: RunSpec) -> RunFuture:
+        """Start one attempt now and return its future."""
+
+    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
+        outer: concurrent.futures.Future = concurrent.futures.Future()
+        call = functools.partial(fn, *args, **kwargs) if args or kwargs else fn
+        inner = self.submit_run(RunSpec(run_id="adhoc", worker=getattr(fn, "__name__", "fn"),
+                                        function=call))
+
+        def relay(done: concurrent.futures.Future) -> None:
+            attempt: AttemptResult = done.result()
+            if attempt.outcome is Outcome.SUCCEEDED:
+                outer.set_result(attempt.result)
+            else:
+                outer.set_exception(RuntimeError(attempt.error or attempt.outcome.value))
+
+        inner.add_done_callback(relay)
+        return outer

@@ -1,0 +1,40 @@
+"""Run history kept in memory, bounded per worker.
+
+The dispatcher thread saves a record at each transition (the record exists before its
+process starts); readers get copies through the dispatcher. A persistent store with the same
+two methods can stand in its place.
+"""
+
+from __future__ import annotations
+
+import collections
+
+from .runs import RunRecord
+
+
+class MemoryHistory:
+    """The newest ``limit_per_worker`` runs of each worker."""
+
+    def __init__(self, limit_per_worker: int = 1000):
+        self.limit_per_worker = limit_per_worker
+        self._runs: dict[str, collections.OrderedDict[str, RunRecord]] = {}
+
+    def save(self, record: RunRecord) -> None:
+        """Insert or update ``record`` (keyed by run id)."""
+        runs = self._runs.setdefault(record.worker, collections.OrderedDict())
+        runs[record.run_id] = record
+        while len(runs) > self.limit_per_worker:
+            runs.popitem(last=False)
+
+    def recent(self, worker: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Copies of the newest records, newest first (all workers when ``worker`` is None)."""
+        if worker is not None:
+            records = list(self._runs.get(worker, {}).values())
+        else:
+            records = [r for runs in self._runs.values() for r in runs.values()]
+        records.sort(key=_order, reverse=True)
+        return [record.snapshot() for record in records[:limit]]
+
+
+def _order(record: RunRecord):
+    return (record.started_at or record.ended_at or record.due_at, record.due_at)

@@ -1,0 +1,73 @@
+"""When a scheduled worker is due: the one place that asks APScheduler's triggers.
+
+The live dispatcher and :meth:`WorkerOrchestrator.plan` both call :class:`Schedule`, so a
+plan is what the orchestrator will really do. Interval workers use APScheduler's
+``IntervalTrigger`` (fixed rate, start to start, anchored at the orchestrator's start or the
+last recorded start); cron workers use :class:`~orchestrator.cron.CrontabTrigger`
+(crontab(5) and cron(8)'s daylight-saving rule).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, tzinfo
+
+import tzlocal
+from apscheduler.triggers.interval import IntervalTrigger
+
+from .config import WorkerConfig
+from .cron import CrontabTrigger
+
+
+def local_timezone() -> tzinfo:
+    """The machine's time zone (``TZ`` or ``/etc/localtime``), as a zoneinfo zone."""
+    return tzlocal.get_localzone()
+
+
+class Schedule:
+    """Due times of one SCHEDULED worker.
+
+    :param anchor: for interval workers, the first due time; later ones follow at fixed
+        rate from it. Ignored for cron workers.
+    """
+
+    def __init__(self, config: WorkerConfig, anchor: datetime, default_timezone: tzinfo):
+        self.timezone = config.timezone or default_timezone
+        if config.cron is not None:
+            self.trigger = CrontabTrigger(config.cron, self.timezone)
+            self.description = f"cron '{config.cron}' ({self.timezone})"
+        else:
+            self.trigger = IntervalTrigger(seconds=config.interval_seconds, start_date=anchor,
+                                           timezone=self.timezone)
+            self.description = f"every {config.interval_seconds:g}s"
+        self.is_cron = config.cron is not None
+
+    def first_due(self, at: datetime) -> datetime:
+        """The earliest due time at or after ``at``."""
+        return self.trigger.get_next_fire_time(None, at)
+
+    def next_due(self, previous: datetime) -> datetime:
+        """The due time that follows the due time ``previous``."""
+        return self.trigger.get_next_fire_time(previous, previous)
+
+    def due_times(self, start: datetime, end: datetime):
+        """Every due time in ``[start, end)``, in order."""
+        due = self.first_due(start)
+        while due is not None and due < end:
+            yield due
+            due = self.next_due(due)
+
+    def catch_up(self, previous: datetime, now: datetime) -> tuple[datetime, int]:
+        """After firing ``previous``: the next due time after ``now`` and how many were passed.
+
+        Used when the dispatcher is behind by more than one period (a suspended machine, a
+        long stall): the due times in between coalesce into the run just fired.
+        """
+        following = self.next_due(previous)
+        passed = 0
+        while following is not None and following <= now:
+            passed += 1
+            if passed > 100:  # far behind: jump instead of walking every period
+                following = self.first_due(now + timedelta(microseconds=1))
+                break
+            following = self.next_due(following)
+        return following, passed

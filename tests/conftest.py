@@ -1,0 +1,69 @@
+"""Shared fixtures: a leak check after every test, and helpers to wait on conditions."""
+
+from __future__ import annotations
+
+import faulthandler
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+
+def wait_for(condition, timeout: float = 20.0, interval: float = 0.01, message: str = ""):
+    """Wait until ``condition()`` is truthy and return its value; fail after ``timeout``.
+
+    Used for conditions that have no event to block on (a process appearing or vanishing).
+    On expiry it dumps every thread's traceback, so a hang explains itself.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            faulthandler.dump_traceback(file=sys.stderr)
+            pytest.fail(f"condition not met within {timeout}s: {message or condition}")
+        time.sleep(interval)
+
+
+def _live_children() -> list[psutil.Process]:
+    alive = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    """After each test: no child process, zombie or extra thread of ours remains."""
+    threads_before = set(threading.enumerate())
+    yield
+    leftovers = []
+
+    def settled():
+        leftovers[:] = _live_children()
+        zombies = [c for c in psutil.Process().children(recursive=True)
+                   if c.is_running() and c.status() == psutil.STATUS_ZOMBIE]
+        extra = [t for t in threading.enumerate()
+                 if t not in threads_before and t.is_alive()]
+        return not leftovers and not zombies and not extra
+
+    deadline = time.monotonic() + 10
+    while not settled():
+        if time.monotonic() > deadline:
+            for child in leftovers:
+                try:
+                    child.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            extra = [t.name for t in threading.enumerate()
+                     if t not in threads_before and t.is_alive()]
+            pytest.fail(f"leak after test: processes {[c.pid for c in leftovers]}, "
+                        f"threads {extra}")
+        time.sleep(0.02)
