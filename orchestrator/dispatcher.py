@@ -606,9 +606,9 @@ class Dispatcher:
             if state.config.execution_mode is not WorkerExecutionMode.SCHEDULED:
                 continue
             schedule = state.schedule or Schedule(state.config, start, self.default_timezone)
-            out.extend((due, state.name) for due in schedule.due_times(start, end))
-        out.sort(key=lambda item: (item[0], item[1]))
-        return out
+            out.extend((due, state.name, schedule) for due in schedule.due_times(start, end))
+        out.sort(key=lambda item: (item[0], item[1]))  # UTC: fold-safe order
+        return [(schedule.local(due), name) for due, name, schedule in out]
 
     def status(self) -> dict:
         return build_status(self, self.clock.now())

@@ -9,7 +9,7 @@ last recorded start); cron workers use :class:`~orchestrator.cron.CrontabTrigger
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 
 import tzlocal
 from apscheduler.triggers.interval import IntervalTrigger
@@ -41,13 +41,20 @@ class Schedule:
             self.description = f"every {config.interval_seconds:g}s"
         self.is_cron = config.cron is not None
 
-    def first_due(self, at: datetime) -> datetime:
-        """The earliest due time at or after ``at``."""
-        return self.trigger.get_next_fire_time(None, at)
+    # Due times leave this class in UTC: Python ignores ``fold`` when it compares two
+    # datetimes of one zone, so 02:30 before and after an autumn jump would compare equal.
 
-    def next_due(self, previous: datetime) -> datetime:
-        """The due time that follows the due time ``previous``."""
-        return self.trigger.get_next_fire_time(previous, previous)
+    def first_due(self, at: datetime) -> datetime | None:
+        """The earliest due time at or after ``at`` (UTC)."""
+        return _utc(self.trigger.get_next_fire_time(None, at))
+
+    def next_due(self, previous: datetime) -> datetime | None:
+        """The due time that follows the due time ``previous`` (UTC)."""
+        return _utc(self.trigger.get_next_fire_time(previous, previous))
+
+    def local(self, when: datetime) -> datetime:
+        """``when`` in the worker's zone, for people."""
+        return when.astimezone(self.timezone)
 
     def due_times(self, start: datetime, end: datetime):
         """Every due time in ``[start, end)``, in order."""
@@ -71,3 +78,7 @@ class Schedule:
                 break
             following = self.next_due(following)
         return following, passed
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    return when.astimezone(timezone.utc) if when is not None else None

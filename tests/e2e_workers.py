@@ -1,0 +1,80 @@
+"""Worker functions for the end-to-end tests; they run in worker processes.
+
+Each writes ``start``/``end`` lines with CLOCK_MONOTONIC times (one clock for every process
+of the machine) to the journal named by ``E2E_DIR``, so a test can rebuild who ran when.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def _dir() -> Path:
+    return Path(os.environ["E2E_DIR"])
+
+
+def _journal(event: str, name: str) -> None:
+    line = f"{event} {name} {time.monotonic():.6f} {os.getpid()}\n"
+    fd = os.open(_dir() / "journal", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def short(config):
+    """Runs about 0.15 s."""
+    _journal("start", config.name)
+    time.sleep(0.15)
+    _journal("end", config.name)
+    return config.name
+
+
+def quick(config):
+    _journal("start", config.name)
+    _journal("end", config.name)
+    return config.name
+
+
+def gate(config):
+    """Holds its slot until the file ``open-gate`` exists."""
+    _journal("start", config.name)
+    path = _dir() / "open-gate"
+    while not path.exists():
+        time.sleep(0.01)
+    _journal("end", config.name)
+
+
+def divide_by_zero():
+    return 1 / 0
+
+
+def fail_twice(config):
+    """Fails on its first two attempts, then succeeds."""
+    counter = _dir() / f"attempts-{config.name}"
+    count = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(count))
+    if count <= 2:
+        raise RuntimeError(f"attempt {count} fails")
+    return count
+
+
+def hang_ignoring_sigterm(config):
+    """Says it started, then ignores SIGTERM and sleeps forever."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _journal("start", config.name)
+    while True:
+        time.sleep(1)
+
+
+def spawn_grandchild_and_hang(config):
+    """Starts a grandchild that sleeps, records its pid, then hangs."""
+    import subprocess
+    child = subprocess.Popen(["sleep", "300"])
+    (_dir() / f"grandchild-{config.name}").write_text(str(child.pid))
+    _journal("start", config.name)
+    while True:
+        time.sleep(1)
