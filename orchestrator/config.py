@@ -153,8 +153,12 @@ def parse_timezone(value: Any, owner: str = "orchestrator") -> tzinfo:
 
 
 def build_config(name: Any, fn: Any = None, command: Any = None,
-                 options: dict[str, Any] | None = None) -> WorkerConfig:
+                 options: dict[str, Any] | None = None, *,
+                 decorating: bool = False) -> WorkerConfig:
     """Validate one worker's registration and return its :class:`WorkerConfig`.
+
+    ``decorating``: ``fn`` is being decorated, so its module does not hold it yet and
+    the pickle round trip cannot be tried; the other checks still apply.
 
     :raises ConfigError: naming the worker, the field and the fix.
     """
@@ -175,7 +179,7 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
                          + ("both" if fn is not None else "neither"))
     values: dict[str, Any] = {"name": name}
     if fn is not None:
-        values["function"] = check.function(fn)
+        values["function"] = check.function(fn, decorating)
         values["passes_config"] = _positional_parameters(fn)[0] >= 1
     else:
         values["command"] = check.command(command, bool(options.get("shell", False)))
@@ -309,7 +313,7 @@ class _Checker:
                 names.append(item)
         return tuple(names)
 
-    def function(self, fn: Any):
+    def function(self, fn: Any, decorating: bool = False):
         if not callable(fn):
             self.fail("fn", f"must be a callable, got {type(fn).__name__} {fn!r}")
         qualname = getattr(fn, "__qualname__", "")
@@ -318,7 +322,8 @@ class _Checker:
             self.fail("fn", f"is {kind} ({qualname}); runs execute in a separate process, so "
                             f"the function must be defined at module level to be importable")
         try:
-            pickle.dumps(fn)
+            if not decorating:
+                pickle.dumps(fn)
         except Exception as error:  # pickle raises many types; the message is what matters
             self.fail("fn", f"cannot be sent to a worker process ({type(error).__name__}: "
                             f"{error}); use a module-level function")

@@ -76,16 +76,21 @@ class WorkerOrchestrator:
         :returns: the worker's configuration.
         :raises ConfigError: naming the worker, the option and the fix.
         """
-        config = build_config(name, fn, command, options)
-        self._dispatcher.call(self._dispatcher.register, config)
-        return self._dispatcher.call(self._dispatcher.config, name)
+        return self._register(build_config(name, fn, command, options))
 
     def worker(self, name: str | None = None, **options: Any):
-        """Decorator form of :meth:`register_worker`; the name defaults to the function's."""
+        """Decorator form of :meth:`register_worker` for module-level functions; the name
+        defaults to the function's, with ``_`` written as ``-``.
+        """
         def register(fn: Callable) -> Callable:
-            self.register_worker(name or fn.__name__.replace("_", "-"), fn, **options)
+            worker_name = name or getattr(fn, "__name__", "").replace("_", "-")
+            self._register(build_config(worker_name, fn, None, options, decorating=True))
             return fn
         return register
+
+    def _register(self, config: WorkerConfig) -> WorkerConfig:
+        self._dispatcher.call(self._dispatcher.register, config)
+        return self._dispatcher.call(self._dispatcher.config, config.name)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -125,7 +130,8 @@ class WorkerOrchestrator:
             if self._kill_now or not dispatcher.idle.wait(timeout):
                 logger.info("stop: killing runs still in progress after {}s", timeout)
                 dispatcher.call(dispatcher.kill_running, Outcome.CANCELLED)
-                if not dispatcher.idle.wait(KILL_SETTLE_SECONDS + self._longest_grace()):
+                grace = dispatcher.call(dispatcher.longest_kill_grace)
+                if not dispatcher.idle.wait(KILL_SETTLE_SECONDS + grace):
                     logger.error("stop: runs did not end after being killed; giving up "
                                  "waiting for them")
             dispatcher.halt_thread()
@@ -133,11 +139,6 @@ class WorkerOrchestrator:
                 self._executor.shutdown(wait=True, cancel_futures=True)
             dispatcher.call(dispatcher.end)
             logger.info("orchestrator stopped")
-
-    def _longest_grace(self) -> float:
-        configs = [self._dispatcher.call(self._dispatcher.config, n)
-                   for n in self._dispatcher.call(self._dispatcher.names)]
-        return max((c.kill_grace_seconds for c in configs), default=0.0)
 
     def run_forever(self, stop_timeout: float = 30.0) -> None:
         """Start, block until SIGINT or SIGTERM, then :meth:`stop` (a second signal kills

@@ -41,7 +41,7 @@ from .events import EventBus, RunEvent
 from .execution.base import AttemptResult, RunExecutor, RunFuture, RunSpec
 from .graph import ConstraintGraph
 from .history import MemoryHistory
-from .runs import Cause, Outcome, RunRecord, RunState, new_run_id
+from .runs import Cause, Outcome, RunRecord, new_run_id
 from .schedule import Schedule
 from .status import build_status, describe_outcome
 
@@ -133,18 +133,17 @@ class Dispatcher:
     def call(self, function: Callable[..., Any], *args) -> Any:
         """Run ``function(*args)`` as the owner of the state and return its result.
 
-        Exceptions raised by ``function`` propagate to the caller.
+        From the dispatcher thread itself, or while that thread is not running, the call
+        runs at once (under a lock); otherwise it is queued and waited for. Exceptions
+        raised by ``function`` propagate to the caller.
         """
-        thread = self._thread
-        if thread is None or not thread.is_alive() or thread is threading.current_thread():
-            with self._inline_lock:
-                thread = self._thread
-                if thread is None or not thread.is_alive() or \
-                        thread is threading.current_thread():
-                    return function(*args)
-        reply: concurrent.futures.Future = concurrent.futures.Future()
-        self._commands.put((function, args, reply))
-        self._wakeup.set()
+        with self._inline_lock:
+            thread = self._thread
+            if thread is None or not thread.is_alive() or thread is threading.current_thread():
+                return function(*args)
+            reply: concurrent.futures.Future = concurrent.futures.Future()
+            self._commands.put((function, args, reply))
+            self._wakeup.set()
         return reply.result()
 
     def post(self, function: Callable[..., Any], *args) -> None:
@@ -163,11 +162,13 @@ class Dispatcher:
         """End the dispatcher thread after its current step; queued commands still run."""
         with self._inline_lock:
             thread = self._thread
-            if thread is None:
-                return
-            self.post(self._set_halt)
-            thread.join()
-            self._drain()  # anything queued after the last step
+        if thread is None:
+            return
+        self.post(self._set_halt)
+        thread.join()  # not under the lock: the thread's own calls may need it
+        with self._inline_lock:
+            self._thread = None
+            self._drain()  # commands queued while the thread was ending
 
     def _set_halt(self) -> None:
         self._halt = True
@@ -470,8 +471,6 @@ class Dispatcher:
             return
         record = pending.record
         record.error = why
-        if record.state is RunState.RUNNING:  # cannot happen: pending records are not running
-            raise AssertionError(record)
         record.finish(Outcome.CANCELLED, self.clock.now())
         self._conclude(self._workers[name], record, pending.waiters)
 
@@ -592,6 +591,9 @@ class Dispatcher:
 
     def names(self) -> list[str]:
         return list(self._workers)
+
+    def longest_kill_grace(self) -> float:
+        return max((s.config.kill_grace_seconds for s in self._workers.values()), default=0.0)
 
     def recent_runs(self, worker: str | None, limit: int) -> list[RunRecord]:
         if worker is not None:

@@ -1,0 +1,123 @@
+"""Lifecycle, listeners and logging through the public API (inline executor, real threads)."""
+
+from __future__ import annotations
+
+import pytest
+from loguru import logger
+
+from orchestrator import ConfigError, NotRunningError, OrchestratorError, WorkerOrchestrator
+from orchestrator.execution.inline import InlineExecutor
+
+
+def ok():
+    return "ok"
+
+
+def boom():
+    raise KeyError("missing")
+
+
+def make(**kwargs) -> WorkerOrchestrator:
+    return WorkerOrchestrator(executor=InlineExecutor(), **kwargs)
+
+
+def test_start_twice_is_harmless_and_a_stopped_orchestrator_does_not_restart():
+    orch = make()
+    orch.register_worker("w", ok, execution_mode="triggered")
+    orch.start()
+    orch.start()
+    assert orch.get_status()["state"] == "running"
+    orch.stop()
+    assert orch.get_status()["state"] == "stopped"
+    with pytest.raises(OrchestratorError, match="create a new WorkerOrchestrator"):
+        orch.start()
+
+
+def test_trigger_and_wait_needs_a_running_orchestrator():
+    orch = make()
+    orch.register_worker("w", ok, execution_mode="triggered")
+    with pytest.raises(NotRunningError, match="call start\\(\\) first"):
+        orch.trigger_worker("w", wait=True)
+    assert orch.trigger_worker("w") is True  # queued; runs once started
+    with orch:
+        assert orch.trigger_worker("w", wait=True, timeout=30) is True
+    assert [r.cause.value for r in orch.history("w")] == ["manual", "manual"]
+
+
+def test_trigger_of_a_disabled_worker_returns_false():
+    with make() as orch:
+        orch.register_worker("w", ok, execution_mode="triggered")
+        orch.disable_worker("w")
+        assert orch.trigger_worker("w") is False
+        assert orch.get_worker("w").is_enabled is False
+
+
+def test_listeners_get_every_event_and_a_failing_one_is_contained():
+    orch = make()
+    seen, statuses = [], []
+
+    def bad_listener(event):
+        raise RuntimeError("listener bug")
+
+    def status_reader(event):  # calling back into the orchestrator must not deadlock
+        if event.kind == "succeeded":
+            statuses.append(orch.get_status()["worker_states"]["w"]["last_outcome"])
+
+    orch.add_listener(bad_listener)
+    orch.add_listener(seen.append)
+    orch.add_listener(status_reader)
+    orch.register_worker("w", ok, execution_mode="triggered")
+    orch.register_worker("f", boom, execution_mode="triggered", max_retries=1,
+                         retry_delay_seconds=0)
+    with orch:
+        assert orch.trigger_worker("w", wait=True, timeout=30)
+        assert not orch.trigger_worker("f", wait=True, timeout=30)
+    kinds = [(e.kind, e.worker) for e in seen if e.kind != "due"]
+    assert kinds == [("started", "w"), ("succeeded", "w"), ("started", "f"), ("failed", "f"),
+                     ("retried", "f"), ("started", "f"), ("failed", "f")]
+    assert statuses == ["succeeded"]
+    failed = [e for e in seen if e.kind == "failed"][-1]
+    assert failed.attempt == 2 and "KeyError: 'missing'" in failed.message
+
+
+def test_logging_is_quiet_until_enabled():
+    lines = []
+    sink = logger.add(lines.append, level="DEBUG", format="{name} {message}")
+    try:
+        with make() as orch:
+            orch.register_worker("w", ok, execution_mode="triggered")
+            orch.trigger_worker("w", wait=True, timeout=30)
+        assert not [line for line in lines if line.startswith("orchestrator")]
+        logger.enable("orchestrator")
+        with make() as orch:
+            orch.register_worker("w", ok, execution_mode="triggered")
+            orch.trigger_worker("w", wait=True, timeout=30)
+    finally:
+        logger.disable("orchestrator")
+        logger.remove(sink)
+    messages = [line.split(" ", 1)[1].strip() for line in lines]
+    assert any(m.startswith("started w run=") and "attempt=1" in m for m in messages)
+    assert any(m.startswith("succeeded w run=") and "duration=" in m for m in messages)
+    assert "orchestrator stopped" in messages
+
+
+DECORATED = make()
+
+
+@DECORATED.worker(execution_mode="triggered")
+def tidy_up():
+    return 1
+
+
+def test_decorator_registers_module_level_functions_under_their_name():
+    assert DECORATED.get_status()["workers"] == ["tidy-up"]
+    assert DECORATED.get_worker("tidy-up").function is tidy_up
+    assert tidy_up() == 1
+
+
+def test_decorator_refuses_nested_functions():
+    orch = make()
+    with pytest.raises(ConfigError, match="worker 'inner': fn is a nested function"):
+        @orch.worker(execution_mode="triggered")
+        def inner():
+            return 1
