@@ -35,12 +35,13 @@ from __future__ import annotations
 import atexit
 import collections
 import dataclasses
-import logging
+import itertools
 import multiprocessing
 import multiprocessing.spawn
 import os
 import pickle
 import queue
+import secrets
 import selectors
 import shlex
 import signal
@@ -51,16 +52,14 @@ import threading
 import time
 import weakref
 from datetime import datetime, timezone
-from typing import Callable
 
 import psutil
+from loguru import logger
 
 from ..runs import Outcome
 from .base import AttemptResult, RunExecutor, RunFuture, RunSpec
 
 __all__ = ["ProcessExecutor"]
-
-logger = logging.getLogger(__name__)
 
 TAIL_BYTES = 64 * 1024
 """How much of the end of stdout and of stderr an attempt keeps."""
@@ -96,11 +95,13 @@ class ProcessExecutor(RunExecutor):
         # after the executor thread has decided to end.
         self._lock = threading.Lock()
         self._shutdown = False
+        self._broken: str | None = None  # why the executor thread failed, if it did
         self._closed = False  # the executor thread has ended (or never will take commands)
-        self._thread: threading.Thread | None = None
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread: threading.Thread | None = None  # started by the first submit_run
+        self._wake_read = self._wake_write = -1
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._tokens = (f"{os.getpid()}-{id(self):x}-{n}" for n in range(1, 1 << 62))
+        self._token_prefix = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._serials = itertools.count(1)
         # Owned by the executor thread once it runs:
         self._selector: selectors.BaseSelector | None = None
         self._attempts: dict[RunFuture, _Attempt] = {}
@@ -121,7 +122,7 @@ class ProcessExecutor(RunExecutor):
         self._refuse_if_shut_down()
         failed: AttemptResult | None = None
         try:
-            launch = _Launch.build(spec, next(self._tokens))
+            launch = _Launch.build(spec, f"{self._token_prefix}-{next(self._serials)}")
         except _CannotStart as exc:
             failed = _not_started(str(exc))
         else:
@@ -134,7 +135,6 @@ class ProcessExecutor(RunExecutor):
                     self._start_thread()
                     self._post(("start", attempt))
         if failed is not None:
-            failed.pid = future.pid
             future.set_result(failed)
         return future
 
@@ -157,20 +157,21 @@ class ProcessExecutor(RunExecutor):
             self._shutdown = True
             self._post(("shutdown", cancel_futures))
             thread = self._thread
-            if thread is None and not self._closed:
-                self._closed = True
-                self._close_wake_pipe()
         if wait and thread is not None and thread is not threading.current_thread():
             thread.join()
 
     # -- commands from other threads (hold self._lock) -----------------------------------------
 
     def _refuse_if_shut_down(self) -> None:
+        if self._broken is not None:
+            raise RuntimeError(f"this ProcessExecutor failed ({self._broken}); "
+                               f"create a new one")
         if self._shutdown:
             raise RuntimeError("cannot submit a run to a ProcessExecutor after shutdown()")
 
     def _start_thread(self) -> None:
         if self._thread is None:
+            self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             self._selector = selectors.DefaultSelector()
             self._selector.register(self._wake_read, selectors.EVENT_READ, self._on_wake)
             self._thread = threading.Thread(target=self._run, name="process-executor",
@@ -213,12 +214,15 @@ class ProcessExecutor(RunExecutor):
                             break
         except BaseException as exc:
             logger.exception("the process executor thread failed; killing its attempts")
+            with self._lock:  # from now on submit_run refuses, and nothing more is queued
+                self._closed = True
+                self._shutdown = True
+                self._broken = repr(exc)
             self._abandon(exc)
         finally:
             self._selector.close()
             with self._lock:
                 self._closed = True
-                self._shutdown = True
                 self._close_wake_pipe()
 
     def _on_wake(self) -> None:
@@ -268,8 +272,8 @@ class ProcessExecutor(RunExecutor):
         for attempt in list(self._attempts.values()):
             if attempt.reaped:
                 if now >= attempt.leftover_deadline:
-                    logger.warning("run %s of %s: leftover processes %s did not exit within "
-                                   "%ss of SIGKILL", attempt.spec.run_id, attempt.spec.worker,
+                    logger.warning("run {} of {}: leftover processes {} did not exit within "
+                                   "{}s of SIGKILL", attempt.spec.run_id, attempt.spec.worker,
                                    sorted(attempt.tree), LEFTOVER_WAIT_SECONDS)
                     self._complete(attempt)
             elif attempt.sigkill_at is not None and now >= attempt.sigkill_at:
@@ -326,7 +330,7 @@ class ProcessExecutor(RunExecutor):
     def _find_tree(self, attempt: _Attempt) -> None:
         """Add the attempt's other live processes to ``attempt.tree`` (pid -> pidfd)."""
         root = None if attempt.reaped else attempt.pid
-        for process in _processes_of_run(root, attempt.token, attempt.started_epoch):
+        for process in _processes_of_run(root, attempt.token, attempt.started_epoch).values():
             if process.pid in attempt.tree:
                 continue
             try:
@@ -393,14 +397,20 @@ class ProcessExecutor(RunExecutor):
         try:
             _, attempt.status, rusage = os.wait4(attempt.pid, 0)
         except ChildProcessError:  # reaped by someone else; its status is lost
-            attempt.status, rusage = None, None
+            attempt.status = None
+            attempt.process.returncode = -1
         else:
             attempt.cpu_seconds = rusage.ru_utime + rusage.ru_stime
             attempt.peak_rss_bytes = rusage.ru_maxrss * 1024
-            # Tell Popen it is over, so it never waits on a pid that may be reused.
             attempt.process.returncode = os.waitstatus_to_exitcode(attempt.status)
+        # From here on the pid may belong to someone else (Popen, told the returncode above,
+        # will never wait on it either).
+        attempt.reaped = True
+        attempt.leftover_deadline = time.monotonic() + LEFTOVER_WAIT_SECONDS
+        attempt.sigkill_at = None
         attempt.ended_at = datetime.now(timezone.utc)
         os.close(attempt.pidfd)
+        attempt.pidfd = None
         for pipe in attempt.pipes:
             if not pipe.closed:
                 pipe.drain()
@@ -411,8 +421,6 @@ class ProcessExecutor(RunExecutor):
             attempt.payload_fd = None
         if attempt.kill_outcome is not None or attempt.spec.kill_leftovers:
             self._signal_tree(attempt, signal.SIGKILL)
-        attempt.reaped = True
-        attempt.leftover_deadline = time.monotonic() + LEFTOVER_WAIT_SECONDS
         for pid, pidfd in list(attempt.tree.items()):
             self._selector.register(pidfd, selectors.EVENT_READ,
                                     lambda pid=pid: self._on_leftover_exit(attempt, pid))
@@ -446,17 +454,20 @@ class ProcessExecutor(RunExecutor):
             if command[0] == "start":
                 attempts.append(command[1])
         for attempt in attempts:
-            try:
-                if not attempt.reaped:
-                    signal.pidfd_send_signal(attempt.pidfd, signal.SIGKILL)
-                    os.killpg(attempt.pid, signal.SIGKILL)
+            if not attempt.reaped:
+                try:
+                    self._signal_tree(attempt, signal.SIGKILL)
+                except Exception:
+                    logger.exception("could not kill the processes of run {}",
+                                     attempt.spec.run_id)
+                try:
                     os.wait4(attempt.pid, 0)
-                    attempt.process.returncode = -signal.SIGKILL
-            except OSError:
-                pass
-            attempt.kill_outcome = Outcome.CRASHED
-            attempt.kill_error = f"the process executor failed: {exc!r}"
-            attempt.ended_at = attempt.ended_at or datetime.now(timezone.utc)
+                except ChildProcessError:
+                    pass
+                attempt.process.returncode = -signal.SIGKILL
+                attempt.kill_outcome = Outcome.CRASHED
+                attempt.kill_error = f"the process executor failed: {exc!r}"
+                attempt.ended_at = datetime.now(timezone.utc)
             for fd in [attempt.pidfd, attempt.payload_fd, *attempt.tree.values()]:
                 if fd is not None:
                     try:
@@ -503,7 +514,7 @@ class _Launch:
             argv = list(command)
         if not argv:
             raise _CannotStart("the command is empty")
-        return cls(spec, token, [os.fspath(arg) for arg in argv], env, None)
+        return cls(spec, token, argv, env, None)
 
     def start(self, future: RunFuture) -> "_Attempt | AttemptResult":
         """Popen the attempt; a failed start comes back as a FAILED result."""
@@ -511,14 +522,16 @@ class _Launch:
         pass_fds: tuple[int, ...] = ()
         parent_fds: list[int] = []
         argv = self.argv
-        if self.payload is not None:
-            payload_read, payload_write = os.pipe()
-            result_read, result_write = os.pipe()
-            pass_fds = (payload_read, result_write)
-            parent_fds = [payload_write, result_read]
-            argv = [*argv, str(payload_read), str(result_write)]
         started_at = datetime.now(timezone.utc)
         try:
+            if self.payload is not None:
+                payload_read, payload_write = os.pipe()
+                parent_fds.append(payload_write)
+                pass_fds = (payload_read,)
+                result_read, result_write = os.pipe()
+                parent_fds.append(result_read)
+                pass_fds = (payload_read, result_write)
+                argv = [*argv, str(payload_read), str(result_write)]
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, cwd=spec.cwd, env=self.env,
                                        pass_fds=pass_fds, process_group=0)
@@ -571,7 +584,7 @@ class _Attempt:
         self.spec = spec
         self.process = process
         self.pid = process.pid
-        self.pidfd = pidfd
+        self.pidfd: int | None = pidfd  # None once closed, after the reap
         self.token = token
         self.started_at = started_at
         self.started_epoch = started_at.timestamp()
@@ -619,9 +632,9 @@ class _Attempt:
 
     def _outcome(self, exit_code, signal_number):
         """(outcome, error, traceback, value) from how the process ended and what it said."""
-        message = self._message() if self.spec.function is not None else None
         if self.kill_outcome is not None:
             return self.kill_outcome, self.kill_error, None, None
+        message = self._message() if self.spec.function is not None else None
         if message is not None:
             return message
         if self.status is None:
