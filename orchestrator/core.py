@@ -7,6 +7,7 @@ scheduling state of its own.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from datetime import datetime, timedelta, timezone as dt_timezone, tzinfo
@@ -129,7 +130,7 @@ class WorkerOrchestrator:
             dispatcher.call(dispatcher.begin_stop)
             if self._kill_now or not dispatcher.idle.wait(timeout):
                 logger.info("stop: killing runs still in progress after {}s", timeout)
-                dispatcher.call(dispatcher.kill_running, Outcome.CANCELLED)
+                dispatcher.call(dispatcher.kill_running, Outcome.CANCELLED, self._kill_now)
                 grace = dispatcher.call(dispatcher.longest_kill_grace)
                 if not dispatcher.idle.wait(KILL_SETTLE_SECONDS + grace):
                     logger.error("stop: runs did not end after being killed; giving up "
@@ -148,28 +149,49 @@ class WorkerOrchestrator:
             raise OrchestratorError("run_forever() installs signal handlers and must be "
                                     "called from the main thread; use start()/stop() "
                                     "elsewhere")
-        stop_requested = threading.Event()
+        # The handlers only write the signal number to a pipe (async-signal-safe, no lock
+        # taken); this thread reads it and does the work, a helper thread runs stop().
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
 
         def on_signal(signum, _frame):
-            if not stop_requested.is_set():
-                logger.info("{} received: stopping (send it again to kill running runs)",
-                            signal.Signals(signum).name)
-                stop_requested.set()
-            else:
-                logger.info("{} received again: killing running runs",
-                            signal.Signals(signum).name)
-                self._kill_now = True
-                self._dispatcher.post(self._dispatcher.kill_running, Outcome.CANCELLED)
+            try:
+                os.write(write_end, bytes([signum]))
+            except BlockingIOError:
+                pass
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT,
                                                                    signal.SIGTERM)}
+        stopper = threading.Thread(target=self._stop_then_wake, name="orchestrator-stop",
+                                   args=(stop_timeout, write_end))
         try:
             self.start()
-            stop_requested.wait()
-            self.stop(stop_timeout)
+            while True:
+                signum = os.read(read_end, 1)[0]
+                if signum == 0:  # the stopper has finished
+                    break
+                name = signal.Signals(signum).name
+                if not stopper.is_alive() and stopper.ident is None:
+                    logger.info("{} received: stopping (send it again to kill running runs)",
+                                name)
+                    stopper.start()
+                else:
+                    logger.info("{} received again: killing running runs", name)
+                    self._kill_now = True
+                    self._dispatcher.post(self._dispatcher.kill_running, Outcome.CANCELLED,
+                                          True)
+            stopper.join()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            os.close(read_end)
+            os.close(write_end)
+
+    def _stop_then_wake(self, timeout: float, wake_fd: int) -> None:
+        try:
+            self.stop(timeout)
+        finally:
+            os.write(wake_fd, b"\0")
 
     def __enter__(self) -> "WorkerOrchestrator":
         self.start()

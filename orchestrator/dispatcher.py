@@ -364,7 +364,7 @@ class Dispatcher:
             future = self.executor.submit_run(spec)
         except Exception as error:  # the executor is at fault, not the run; record it
             logger.exception("executor failed to start {} run {}", config.name, record.run_id)
-            future = RunFuture(spec, lambda *_: None)
+            future = RunFuture(spec, lambda *_: None)  # already done: nothing to kill
             future.set_result(AttemptResult(Outcome.CRASHED, now, self.clock.now(),
                                             error=f"could not start: {error!r}"))
         self._running[record.worker] = RunningRun(record, future, pending.waiters)
@@ -561,11 +561,13 @@ class Dispatcher:
         for name in list(self._pending):
             self._drop_pending(name, "the orchestrator stopped before the run started")
 
-    def kill_running(self, outcome: Outcome = Outcome.CANCELLED) -> None:
+    def kill_running(self, outcome: Outcome = Outcome.CANCELLED,
+                     immediately: bool = False) -> None:
+        """Kill every run in progress; ``immediately`` skips (or cuts short) the grace."""
         for running in self._running.values():
-            if running.killing is None:
-                running.killing = outcome
-                running.future.kill(outcome)
+            if running.killing is None or immediately:
+                running.killing = running.killing or outcome
+                running.future.kill(outcome, immediately)
 
     def end(self) -> None:
         self.state = "stopped"

@@ -264,12 +264,13 @@ def test_stop_before_start_is_harmless():
 
 
 RUN_FOREVER_SCRIPT = textwrap.dedent("""
-    import os, sys, time
+    import os, signal, sys, time
     from pathlib import Path
     from loguru import logger
     from orchestrator import WorkerOrchestrator
 
     def hang():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         Path(os.environ["E2E_DIR"], "started").write_text(str(os.getpid()))
         time.sleep(300)
 
@@ -279,18 +280,19 @@ RUN_FOREVER_SCRIPT = textwrap.dedent("""
         logger.enable("orchestrator")
         orch = WorkerOrchestrator()
         orch.register_worker("hang", hang, interval_seconds=3600, timeout_seconds=None,
-                             kill_grace_seconds=0.2)
+                             kill_grace_seconds=float(sys.argv[2]))
         orch.run_forever(stop_timeout=float(sys.argv[1]))
         print("clean exit", flush=True)
 """)
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("signals,stop_timeout", [(1, 0.5), (2, 300)])
-def test_run_forever_stops_on_sigterm(journal_dir, signals, stop_timeout):
+@pytest.mark.parametrize("signals,stop_timeout,grace", [(1, 0.5, 0.2), (2, 300, 300)])
+def test_run_forever_stops_on_sigterm(journal_dir, signals, stop_timeout, grace):
+    """One signal: stop with its timeout. A second one: kill at once, grace or not."""
     script = journal_dir / "forever.py"
     script.write_text(RUN_FOREVER_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(stop_timeout)],
+    proc = subprocess.Popen([sys.executable, str(script), str(stop_timeout), str(grace)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: (journal_dir / "started").exists(), timeout=60)
@@ -305,7 +307,7 @@ def test_run_forever_stops_on_sigterm(journal_dir, signals, stop_timeout):
                 assert line, "the orchestrator ended before logging the first signal"
                 seen += line
             proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)  # far below the 300 s timeout and grace
         err = seen + err
     finally:
         if proc.poll() is None:

@@ -84,17 +84,20 @@ class RunFuture(concurrent.futures.Future):
     once; the future completes when the attempt's processes are gone.
     """
 
-    def __init__(self, spec: RunSpec, kill: Callable[["RunFuture", Outcome], None]):
+    def __init__(self, spec: RunSpec, kill: Callable[["RunFuture", Outcome, bool], None]):
         super().__init__()
         self.spec = spec
         self.pid: int | None = None
         self.started = threading.Event()  # set once user code may have begun (pid known)
         self._kill = kill
 
-    def kill(self, outcome: Outcome = Outcome.CANCELLED) -> None:
-        """End the attempt (SIGTERM, grace, SIGKILL) and record it with ``outcome``."""
+    def kill(self, outcome: Outcome = Outcome.CANCELLED, immediately: bool = False) -> None:
+        """End the attempt (SIGTERM, grace, SIGKILL) and record it with ``outcome``.
+
+        ``immediately`` skips the grace, or cuts short one already running.
+        """
         if not self.done():
-            self._kill(self, Outcome(outcome))
+            self._kill(self, Outcome(outcome), immediately)
 
 
 class RunExecutor(concurrent.futures.Executor, abc.ABC):

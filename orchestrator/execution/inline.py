@@ -91,7 +91,7 @@ class InlineExecutor(RunExecutor):
                                         ended_at=self._now(), pid=future.pid, result=value,
                                         error=error, traceback=trace))
 
-    def _kill(self, future: RunFuture, outcome: Outcome) -> None:
+    def _kill(self, future: RunFuture, outcome: Outcome, immediately: bool = False) -> None:
         with self._lock:
             held = self._waiting.pop(future.spec.run_id, None)
         if held is not None:

@@ -188,9 +188,9 @@ class ProcessExecutor(RunExecutor):
         except BlockingIOError:
             pass  # the pipe is full of wake-ups already
 
-    def _request_kill(self, future: RunFuture, outcome: Outcome) -> None:
+    def _request_kill(self, future: RunFuture, outcome: Outcome, immediately: bool) -> None:
         with self._lock:
-            self._post(("kill", future, outcome))
+            self._post(("kill", future, outcome, immediately))
 
     def _close_wake_pipe(self) -> None:
         os.close(self._wake_read)
@@ -242,7 +242,7 @@ class ProcessExecutor(RunExecutor):
             elif kind == "kill":
                 attempt = self._attempts.get(command[1])
                 if attempt is not None:
-                    self._kill(attempt, command[2], f"killed ({command[2].value})")
+                    self._kill(attempt, command[2], f"killed ({command[2].value})", command[3])
             elif kind == "kill_all":
                 for attempt in list(self._attempts.values()):
                     self._kill(attempt, command[1], f"killed ({command[1].value})")
@@ -290,16 +290,23 @@ class ProcessExecutor(RunExecutor):
 
     # -- killing ---------------------------------------------------------------------------
 
-    def _kill(self, attempt: _Attempt, outcome: Outcome, error: str) -> None:
-        """End an attempt for any cause: SIGTERM to its tree, SIGKILL after the grace.
+    def _kill(self, attempt: _Attempt, outcome: Outcome, error: str,
+              immediately: bool = False) -> None:
+        """End an attempt for any cause: SIGTERM to its tree, SIGKILL after the grace
+        (at once with ``immediately``, which also cuts short a grace already running).
 
         The first cause wins; the escalation to SIGKILL happens in :meth:`_handle_deadlines`
         and, for whatever outlives the attempt's own process, in :meth:`_on_exit`.
         """
-        if attempt.reaped or attempt.kill_outcome is not None:
+        if attempt.reaped:
+            return
+        if attempt.kill_outcome is not None:
+            if immediately and attempt.sigkill_at is not None:
+                attempt.sigkill_at = None
+                self._signal_tree(attempt, signal.SIGKILL)
             return
         attempt.kill_outcome, attempt.kill_error = outcome, error
-        grace = attempt.spec.kill_grace_seconds
+        grace = 0 if immediately else attempt.spec.kill_grace_seconds
         if grace > 0:
             self._signal_tree(attempt, signal.SIGTERM)
             attempt.sigkill_at = time.monotonic() + grace
