@@ -77,6 +77,17 @@ class AttemptResult:
         return (self.ended_at - self.started_at).total_seconds()
 
 
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """A live sample of a running attempt's whole process tree."""
+
+    cpu_seconds: float          # user + system, all processes of the run so far
+    rss_bytes: int              # resident memory now, summed over the tree
+    peak_rss_bytes: int         # the highest ``rss_bytes`` seen so far
+    processes: int              # processes in the tree now
+    sampled_at: float           # time.monotonic() of the sample
+
+
 class RunFuture(concurrent.futures.Future):
     """A future for one attempt that can also be killed.
 
@@ -88,6 +99,8 @@ class RunFuture(concurrent.futures.Future):
         super().__init__()
         self.spec = spec
         self.pid: int | None = None
+        self.pid_create_time: float | None = None  # psutil create_time() of ``pid``
+        self.usage: Usage | None = None            # the newest live sample, if sampled
         self.started = threading.Event()  # set once user code may have begun (pid known)
         self._kill = kill
 
