@@ -13,13 +13,15 @@ from .errors import (ConfigError, DependencyCycleError, NotRunningError, Orchest
                      RunError, UnknownWorkerError)
 from .events import RunEvent
 from .runs import Cause, Outcome, RunRecord
+from .state import StateError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Cause", "ConfigError", "DependencyCycleError", "JobPriority", "NotRunningError",
     "OrchestratorError", "Outcome", "OverlapPolicy", "RunError", "RunEvent", "RunRecord",
-    "UnknownWorkerError", "WorkerConfig", "WorkerExecutionMode", "WorkerOrchestrator",
+    "StateError", "UnknownWorkerError", "WorkerConfig", "WorkerExecutionMode",
+    "WorkerOrchestrator",
 ]
 
 _logger.disable("orchestrator")

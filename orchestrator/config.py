@@ -15,6 +15,7 @@ import inspect
 import numbers
 import os
 import pickle
+import pwd
 import re
 import shlex
 import zoneinfo
@@ -100,6 +101,8 @@ class WorkerConfig:
     overlap: OverlapPolicy = OverlapPolicy.SKIP
     on_failure: tuple[str, ...] | str | None = None
     kill_leftovers: bool = True
+    run_at_start: bool = False
+    user: str | None = None
     passes_config: bool = False  # fn is called as fn(config) rather than fn()
     # runtime fields, filled in snapshots
     is_enabled: bool = True
@@ -122,7 +125,8 @@ class WorkerConfig:
 OPTIONS = ("execution_mode", "interval_seconds", "timeout_seconds", "max_retries", "priority",
            "max_consecutive_failures", "depends_on", "blocks", "cron", "timezone", "shell",
            "env", "cwd", "memory_limit_mb", "kill_grace_seconds", "retry_delay_seconds",
-           "misfire_grace_seconds", "overlap", "on_failure", "kill_leftovers")
+           "misfire_grace_seconds", "overlap", "on_failure", "kill_leftovers", "run_at_start",
+           "user")
 
 _RUNTIME_FIELDS = ("is_enabled", "is_running", "consecutive_failures", "last_run",
                    "last_success", "last_error")
@@ -242,6 +246,9 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
     if options.get("misfire_grace_seconds") is not None:
         values["misfire_grace_seconds"] = check.non_negative(
             "misfire_grace_seconds", options["misfire_grace_seconds"])
+    values["run_at_start"] = check.boolean("run_at_start", options.get("run_at_start", False))
+    if options.get("user") is not None:
+        values["user"] = check.user(options["user"])
     if options.get("on_failure") is not None:
         values["on_failure"] = check.command(options["on_failure"], shell=False,
                                              field="on_failure")
@@ -380,6 +387,23 @@ class _Checker:
                 isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             self.fail("env", f"must be a dict of strings to strings, got {value!r}")
         return dict(value)
+
+    def user(self, value: Any) -> str | None:
+        """The account to run as; ``None`` when it is the current one (nothing to switch)."""
+        if not isinstance(value, str) or not value:
+            self.fail("user", f"must be a user name, got {value!r}")
+        try:
+            entry = pwd.getpwnam(value)
+        except KeyError:
+            self.fail("user", f"{value!r} is not a user of this machine")
+        if entry.pw_uid == os.geteuid():
+            return None
+        if os.geteuid() != 0:
+            current = pwd.getpwuid(os.geteuid()).pw_name
+            self.fail("user", f"{value!r} differs from the current user {current!r}; only an "
+                              f"orchestrator running as root can run workers as another user")
+        self.fail("user", f"{value!r}: running workers as another user is not available in "
+                          f"this release; run this worker's orchestrator as {value!r}")
 
     def cwd(self, value: Any) -> str:
         if not isinstance(value, (str, os.PathLike)):

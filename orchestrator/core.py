@@ -21,6 +21,7 @@ from .errors import ConfigError, NotRunningError, OrchestratorError
 from .events import EventBus, RunEvent
 from .execution.base import RunExecutor
 from .history import MemoryHistory
+from .state import StateStore
 from .runs import Outcome, RunRecord
 from .schedule import local_timezone
 
@@ -51,17 +52,18 @@ class WorkerOrchestrator:
                 or history_limit < 1:
             raise ConfigError(f"orchestrator: history_limit must be a whole number of at "
                               f"least 1, got {history_limit!r}", field="history_limit")
-        if state_path is not None:
-            raise ConfigError("orchestrator: state_path is not supported by this version; "
-                              "pass state_path=None to keep state in memory",
-                              field="state_path")
+        if state_path is not None and not isinstance(state_path, (str, os.PathLike)):
+            raise ConfigError(f"orchestrator: state_path must be a file path or None, got "
+                              f"{state_path!r}", field="state_path")
         if timezone is not None:
             timezone = parse_timezone(timezone)
         self._events = EventBus()
         self._executor = executor
         self._dispatcher = Dispatcher(executor, max_concurrent=max_concurrent, clock=clock,
                                       default_timezone=timezone or local_timezone(),
-                                      history=MemoryHistory(history_limit),
+                                      store=(MemoryHistory(history_limit) if state_path is None
+                                             else StateStore(os.fspath(state_path),
+                                                             history_limit)),
                                       events=self._events)
         self._lifecycle = threading.Lock()
         self._kill_now = False
@@ -99,6 +101,8 @@ class WorkerOrchestrator:
         """Start scheduling; returns at once. A second call does nothing.
 
         :raises UnknownWorkerError: if ``depends_on``/``blocks`` name an unregistered worker.
+        :raises StateError: if the state file is used by another instance, read-only, or
+            from a newer release.
         :raises OrchestratorError: if this orchestrator was already stopped.
         """
         with self._lifecycle:
@@ -112,7 +116,12 @@ class WorkerOrchestrator:
                 from .execution.process import ProcessExecutor
                 self._executor = ProcessExecutor()
             dispatcher.executor = self._executor
-            dispatcher.call(dispatcher.begin)
+            dispatcher.store.open()  # the instance lock; raises StateError if taken
+            try:
+                dispatcher.call(dispatcher.begin)
+            except BaseException:
+                dispatcher.store.close()
+                raise
             dispatcher.start_thread()
             logger.info("orchestrator started with {} workers, max_concurrent={}",
                         len(dispatcher.names()), dispatcher.max_concurrent)
@@ -139,6 +148,7 @@ class WorkerOrchestrator:
             if self._executor is not None:
                 self._executor.shutdown(wait=True, cancel_futures=True)
             dispatcher.call(dispatcher.end)
+            dispatcher.store.close()
             logger.info("orchestrator stopped")
 
     def run_forever(self, stop_timeout: float = 30.0) -> None:

@@ -16,7 +16,7 @@
 
 The dispatcher thread owns every piece of mutable scheduling state: the workers' runtime
 state, the constraint graph, the pending set, the running table, the timer heap and the
-history. Other threads never touch them: they send a command (:meth:`Dispatcher.call`) and
+state store. Other threads never touch them: they send a command (:meth:`Dispatcher.call`) and
 get its result back. Before the thread starts and after it ends, commands run in the calling
 thread under a lock, so the owner is still one at a time.
 """
@@ -41,8 +41,8 @@ from .events import EventBus, RunEvent
 from .execution.base import AttemptResult, RunExecutor, RunFuture, RunSpec
 from .graph import ConstraintGraph
 from .history import MemoryHistory
-from .runs import Cause, Outcome, RunRecord, new_run_id
-from .schedule import Schedule
+from .runs import Cause, Outcome, RunRecord, RunState, new_run_id
+from .schedule import Schedule, missed_while_down
 from .status import build_status, describe_outcome
 
 #: Longest sleep between steps; bounds the effect of wall-clock jumps and suspends.
@@ -68,6 +68,8 @@ class WorkerState:
     peak_rss_bytes: int | None = None
     schedule: Schedule | None = None
     next_due: datetime | None = None
+    last_due: datetime | None = None          # the newest due time that fired
+    missed: int = 0                           # due times missed while down (S4)
     fresh_upstreams: set[str] = dataclasses.field(default_factory=set)
     skipped: int = 0
     coalesced: int = 0
@@ -103,12 +105,12 @@ class Dispatcher:
     """
 
     def __init__(self, executor: RunExecutor, *, max_concurrent: int = 5, clock=None,
-                 default_timezone: tzinfo, history=None, events: EventBus | None = None):
+                 default_timezone: tzinfo, store=None, events: EventBus | None = None):
         self.executor = executor
         self.max_concurrent = max_concurrent
         self.clock = clock or SystemClock()
         self.default_timezone = default_timezone
-        self.history = history if history is not None else MemoryHistory()
+        self.store = store if store is not None else MemoryHistory()
         self.events = events or EventBus()
         self.state = "created"  # created -> running -> stopping -> stopped
         # Owned by the dispatcher thread (or the caller, under _inline_lock, when it is not
@@ -261,6 +263,8 @@ class Dispatcher:
                 self._due(state, when, Cause.SCHEDULE)
                 following, passed = state.schedule.catch_up(when, now)
                 state.coalesced += passed
+                state.last_due = when
+                self._persist(state)
                 self._set_next_due(state, following)
 
     # -- due runs -------------------------------------------------------------------------
@@ -278,7 +282,7 @@ class Dispatcher:
                 record.error = f"run {running.record.run_id} was still running"
                 record.finish(Outcome.SKIPPED, self.clock.now())
                 state.skipped += 1
-                self.history.save(record)
+                self.store.save(record)
                 self._emit("skipped", record, message=record.error)
                 return
             if policy is OverlapPolicy.REPLACE and running.killing is None:
@@ -358,7 +362,7 @@ class Dispatcher:
             timeout_seconds=config.timeout_seconds,
             kill_grace_seconds=config.kill_grace_seconds,
             memory_limit_mb=config.memory_limit_mb, kill_leftovers=config.kill_leftovers)
-        self.history.save(record)  # the record exists before the process does
+        self.store.save(record)  # the record exists before the process does
         self._emit("started", record, message=config.target)
         try:
             future = self.executor.submit_run(spec)
@@ -367,6 +371,9 @@ class Dispatcher:
             future = RunFuture(spec, lambda *_: None)  # already done: nothing to kill
             future.set_result(AttemptResult(Outcome.CRASHED, now, self.clock.now(),
                                             error=f"could not start: {error!r}"))
+        record.pid, record.pid_create_time = future.pid, future.pid_create_time
+        if record.pid is not None:
+            self.store.save(record)  # the pid, so a later instance can find what it left
         self._running[record.worker] = RunningRun(record, future, pending.waiters)
         self.idle.clear()
         future.add_done_callback(lambda done: self.post(self._finished, record.worker, done))
@@ -408,12 +415,12 @@ class Dispatcher:
         if queued is not None:  # a queued due time joins the retry instead of waiting behind
             queued.record.error = f"coalesced into the retry of run {record.run_id}"
             queued.record.finish(Outcome.SKIPPED, self.clock.now())
-            self.history.save(queued.record)
+            self.store.save(queued.record)
             waiters += queued.waiters
         not_before = self.clock.now() + timedelta(seconds=delay)
         self._pending[state.name] = PendingRun(record, next(self._seq), not_before, waiters)
         self._wake_at(not_before, state.name)
-        self.history.save(record)
+        self.store.save(record)
 
     def _conclude(self, state: WorkerState, record: RunRecord,
                   waiters: list[concurrent.futures.Future],
@@ -426,7 +433,7 @@ class Dispatcher:
             state.last_duration = attempt.duration_seconds if attempt else None
             state.cpu_seconds = record.cpu_seconds
             state.peak_rss_bytes = record.peak_rss_bytes
-        self.history.save(record)
+        self.store.save(record)
         self._emit(outcome.value, record,
                    duration=attempt.duration_seconds if attempt else None,
                    message=record.error or "")
@@ -449,6 +456,7 @@ class Dispatcher:
                 delay = min(state.config.retry_delay_seconds
                             * 2 ** (state.consecutive_failures - 1), MAX_BACKOFF_SECONDS)
             self._set_next_due(state, now + timedelta(seconds=delay))
+        self._persist(state)
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(record.snapshot())
@@ -495,22 +503,104 @@ class Dispatcher:
             self._begin_worker(state, self.clock.now())
 
     def begin(self) -> None:
-        """created -> running: check names, then set every worker's first due time."""
+        """created -> running: check names, restore persisted state, set first due times.
+
+        Runs a dead instance left unfinished become ``interrupted`` (their processes, if
+        still alive and the same by pid and creation time, are killed first).
+        """
         if self.state != "created":
             return
         self._graph.check_known()
         now = self.clock.now()
+        self._restore(now)
         self.state = "running"
         for state in self._workers.values():
             self._begin_worker(state, now)
 
+    def _restore(self, now: datetime) -> None:
+        saved = self.store.load_workers()
+        for name, state in self._workers.items():
+            values = saved.get(name)
+            if values is None:
+                continue
+            for field in ("enabled", "disabled_reason", "consecutive_failures", "last_run",
+                          "last_success", "last_error", "last_outcome", "last_duration",
+                          "last_due", "cpu_seconds", "peak_rss_bytes", "missed"):
+                setattr(state, field, values[field])
+        for record in self.store.unfinished():
+            if record.pid is not None and record.pid_create_time is not None:
+                from .execution.stale import kill_stale
+                if kill_stale(record.pid, record.pid_create_time):
+                    logger.warning("killed process {} left running by a previous instance "
+                                   "(run {} of {})", record.pid, record.run_id, record.worker)
+            # Only started runs are saved unfinished (running, or pending between attempts).
+            record.error = (f"the orchestrator stopped during attempt {record.attempts}"
+                            if record.state is RunState.RUNNING else
+                            f"the orchestrator stopped before attempt {record.attempts + 1}")
+            record.finish(Outcome.INTERRUPTED, now)
+            self.store.save(record)
+            state = self._workers.get(record.worker)
+            if state is not None:
+                state.last_outcome = Outcome.INTERRUPTED
+                self._persist(state)
+            self._emit(record.outcome.value, record, message=record.error)
+
     def _begin_worker(self, state: WorkerState, now: datetime) -> None:
-        mode = state.config.execution_mode
+        config = state.config
+        mode = config.execution_mode
         if mode is WorkerExecutionMode.SCHEDULED:
-            state.schedule = Schedule(state.config, now, self.default_timezone)
-            self._set_next_due(state, state.schedule.first_due(now))
+            if config.interval_seconds is not None and state.last_run is not None:
+                # no stampede at restart: one interval after the last recorded start
+                anchor = state.last_run + timedelta(seconds=config.interval_seconds)
+                state.schedule = Schedule(config, anchor, self.default_timezone)
+                first = anchor
+            else:
+                state.schedule = Schedule(config, now, self.default_timezone)
+                first = (state.schedule.next_due(state.last_due) if state.last_due is not None
+                         and config.cron is not None else None)
+            if first is not None and first <= now:
+                self._catch_up(state, first, now)
+            else:
+                self._set_next_due(state, first or state.schedule.first_due(now))
         elif mode is WorkerExecutionMode.CONTINUOUS and state.enabled:
             self._set_next_due(state, now)
+        if config.run_at_start and state.enabled:
+            self._make_pending(state, now, Cause.STARTUP)
+
+    def _catch_up(self, state: WorkerState, first: datetime, now: datetime) -> None:
+        """Due times passed while the orchestrator was down: one catch-up run at most."""
+        config = state.config
+        grace = config.misfire_grace_seconds
+        if grace is None:
+            grace = config.interval_seconds if config.interval_seconds is not None else 3600.0
+        catch_up, missed, exact = missed_while_down(state.schedule, first, now, grace)
+        if missed:
+            state.missed += missed
+            record = RunRecord(new_run_id(), state.name, Cause.SCHEDULE, first)
+            record.error = (f"{missed}{'' if exact else '+'} due time(s) from "
+                            f"{first.isoformat()} missed while the orchestrator was down "
+                            f"(misfire_grace_seconds {grace:g})")
+            record.finish(Outcome.MISSED, now)
+            self.store.save(record)
+            self._emit("missed", record, message=record.error)
+        if catch_up is not None and state.enabled:
+            self._make_pending(state, catch_up, Cause.CATCH_UP)
+        last = catch_up or now
+        state.last_due = catch_up or state.last_due
+        following, _ = state.schedule.catch_up(last, now) if catch_up else (
+            state.schedule.first_due(now), 0)
+        self._persist(state)
+        self._set_next_due(state, following)
+
+    def _persist(self, state: WorkerState) -> None:
+        self.store.save_worker({
+            "name": state.name, "enabled": state.enabled,
+            "disabled_reason": state.disabled_reason,
+            "consecutive_failures": state.consecutive_failures, "last_run": state.last_run,
+            "last_success": state.last_success, "last_error": state.last_error,
+            "last_outcome": state.last_outcome, "last_duration": state.last_duration,
+            "last_due": state.last_due, "cpu_seconds": state.cpu_seconds,
+            "peak_rss_bytes": state.peak_rss_bytes, "missed": state.missed})
 
     def trigger(self, name: str) -> concurrent.futures.Future | None:
         """Make ``name`` pending now; the future receives the run's final record.
@@ -533,6 +623,7 @@ class Dispatcher:
         state.consecutive_failures = 0
         if not was_enabled:
             self._emit_worker("enabled", state)
+        self._persist(state)
         if (state.config.execution_mode is WorkerExecutionMode.CONTINUOUS
                 and self.state == "running" and state.name not in self._running
                 and state.name not in self._pending and state.next_due is None):
@@ -545,6 +636,7 @@ class Dispatcher:
             state.enabled = False
             state.disabled_reason = reason
             self._emit_worker("disabled", state, reason)
+            self._persist(state)
         if state.config.execution_mode is WorkerExecutionMode.CONTINUOUS:
             state.next_due = None
         self._drop_pending(name, "worker disabled before the run started")
@@ -598,9 +690,10 @@ class Dispatcher:
         return max((s.config.kill_grace_seconds for s in self._workers.values()), default=0.0)
 
     def recent_runs(self, worker: str | None, limit: int) -> list[RunRecord]:
-        if worker is not None:
-            self._state(worker)
-        return self.history.recent(worker, limit)
+        records = self.store.recent(worker, limit)
+        if worker is not None and not records:
+            self._state(worker)  # unknown, and not in the state file either: say so
+        return records
 
     def plan(self, start: datetime, end: datetime) -> list[tuple[datetime, str]]:
         """Due times of every enabled scheduled worker in ``[start, end)``."""

@@ -19,7 +19,7 @@ class RunEvent:
     """Something that happened to a worker or a run.
 
     ``kind`` is one of: due, started, succeeded, failed, timed_out, memory_exceeded, crashed,
-    cancelled, retried, skipped, disabled, enabled, registered, stopped.
+    cancelled, interrupted, retried, skipped, missed, replacing, disabled, enabled.
     """
 
     kind: str
@@ -44,7 +44,8 @@ class RunEvent:
 
 
 _LEVELS = {"failed": "WARNING", "timed_out": "WARNING", "memory_exceeded": "WARNING",
-           "crashed": "WARNING", "disabled": "WARNING", "due": "DEBUG", "skipped": "INFO"}
+           "crashed": "WARNING", "disabled": "WARNING", "due": "DEBUG", "skipped": "INFO",
+           "missed": "WARNING", "interrupted": "WARNING"}
 
 
 class EventBus:

@@ -1,8 +1,9 @@
-"""Run history kept in memory, bounded per worker.
+"""Run history kept in memory, bounded per worker (``state_path=None``).
 
 The dispatcher thread saves a record at each transition (the record exists before its
-process starts); readers get copies through the dispatcher. A persistent store with the same
-two methods can stand in its place.
+process starts); readers get copies through the dispatcher. The SQLite
+:class:`~orchestrator.state.StateStore` has the same methods and stands in its place when
+state is persistent; here the worker-state methods have nothing to keep.
 """
 
 from __future__ import annotations
@@ -34,6 +35,22 @@ class MemoryHistory:
             records = [r for runs in self._runs.values() for r in runs.values()]
         records.sort(key=_order, reverse=True)
         return [record.snapshot() for record in records[:limit]]
+
+    # Nothing outlives the process in memory: no worker state to keep or load.
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def save_worker(self, values: dict) -> None:
+        pass
+
+    def load_workers(self) -> dict[str, dict]:
+        return {}
+
+    def unfinished(self) -> list[RunRecord]:
+        return []
 
 
 def _order(record: RunRecord):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import itertools
-import os
+import time
 from datetime import datetime
 
 from .errors import OrchestratorError
@@ -51,8 +51,9 @@ class Outcome(str, enum.Enum):
         return self in _FAILURES
 
 
-_FAILURES = {Outcome.FAILED, Outcome.TIMED_OUT, Outcome.MEMORY_EXCEEDED, Outcome.CRASHED,
-             Outcome.INTERRUPTED}
+# INTERRUPTED is not the worker's failure (the orchestrator died): it is neither retried nor
+# counted towards auto-disable, but a dependent still waits for a success.
+_FAILURES = {Outcome.FAILED, Outcome.TIMED_OUT, Outcome.MEMORY_EXCEEDED, Outcome.CRASHED}
 
 
 class Cause(str, enum.Enum):
@@ -63,6 +64,7 @@ class Cause(str, enum.Enum):
     UPSTREAM = "upstream"
     CATCH_UP = "catch-up"
     CONTINUOUS = "continuous"
+    STARTUP = "startup"
 
     def __str__(self) -> str:
         return self.value
@@ -73,11 +75,11 @@ class IllegalTransition(OrchestratorError):
 
 
 _run_numbers = itertools.count(1)
-_run_prefix = f"{os.getpid():x}"
+_run_prefix = f"{time.time_ns() // 1_000_000:x}"
 
 
 def new_run_id() -> str:
-    """A run id unique within this process and across restarts of it (pid-prefixed)."""
+    """A run id unique across restarts: this process's start time (ms, hex) and a counter."""
     return f"{_run_prefix}-{next(_run_numbers)}"
 
 
@@ -100,6 +102,7 @@ class RunRecord:
     exit_code: int | None = None
     signal: int | None = None
     pid: int | None = None
+    pid_create_time: float | None = None
     error: str | None = None
     traceback: str | None = None
     result: object = None

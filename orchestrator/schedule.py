@@ -80,5 +80,34 @@ class Schedule:
         return following, passed
 
 
+#: Most due times counted one by one when reporting misses after downtime.
+MISSED_COUNT_LIMIT = 100_000
+
+
+def missed_while_down(schedule: Schedule, first: datetime, now: datetime,
+                      grace: float) -> tuple[datetime | None, int, bool]:
+    """Due times from ``first`` (a due time) to ``now`` that passed while nobody ran them.
+
+    :returns: ``(catch_up, missed, exact)``: the newest passed due time if it lies within
+        ``grace`` seconds of ``now`` (it runs once, late), how many others were missed, and
+        whether that count is exact (it stops at :data:`MISSED_COUNT_LIMIT`).
+    """
+    window_start = now - timedelta(seconds=grace)
+    missed, due = 0, first
+    while due is not None and due < window_start and missed < MISSED_COUNT_LIMIT:
+        missed += 1
+        due = schedule.next_due(due)
+    exact = due is None or due >= window_start
+    if not exact:
+        due = schedule.first_due(window_start)
+    catch_up = None
+    while due is not None and due <= now:
+        if catch_up is not None:
+            missed += 1  # coalesced into the one catch-up run
+        catch_up = due
+        due = schedule.next_due(due)
+    return catch_up, missed, exact
+
+
 def _utc(when: datetime | None) -> datetime | None:
     return when.astimezone(timezone.utc) if when is not None else None

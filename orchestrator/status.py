@@ -76,6 +76,7 @@ def _worker(dispatcher, state, now: datetime) -> dict:
         "cpu_seconds": state.cpu_seconds,
         "peak_rss_bytes": state.peak_rss_bytes,
         "skipped": state.skipped,
+        "missed": state.missed,
         "disabled_reason": state.disabled_reason,
         "reason": reason(dispatcher, state, now, tz),
     }

@@ -25,7 +25,7 @@ def noop():
 
 class Harness:
     def __init__(self, max_concurrent: int = 5, start: datetime = START,
-                 zone: str = "UTC"):
+                 zone: str = "UTC", store=None):
         self.clock = ManualClock(start)
         self.executor = InlineExecutor(deferred=True, now=self.clock.now)
         self.events: list = []
@@ -33,7 +33,7 @@ class Harness:
         bus.add_listener(self.events.append)
         self.dispatcher = Dispatcher(self.executor, max_concurrent=max_concurrent,
                                      clock=self.clock, default_timezone=ZoneInfo(zone),
-                                     events=bus)
+                                     events=bus, store=store)
 
     # -- driving ----------------------------------------------------------------------------
 
@@ -41,8 +41,13 @@ class Harness:
         self.dispatcher.register(build_config(name, fn, None, options))
 
     def start(self) -> None:
+        self.dispatcher.store.open()
         self.dispatcher.begin()
         self.settle()
+
+    def crash(self) -> None:
+        """Vanish like a killed process: release the state file, finish nothing."""
+        self.dispatcher.store.close()
 
     def settle(self) -> float | None:
         """Step until the dispatcher waits for time or for an attempt to end."""

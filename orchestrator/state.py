@@ -1,0 +1,361 @@
+"""State and history in one SQLite file, so a restart loses nothing.
+
+::
+
+    dispatcher thread --save(record) / save_worker(state)--> StateStore --> state.db (WAL)
+    CLI, other processes --------- StateReader (read-only) --------------------^
+
+The dispatcher thread is the only writer (its calls are synchronous, so a run's record is
+committed before its process starts). WAL lets readers in other processes read while it
+writes. ``synchronous=NORMAL`` keeps every commit safe from a crash of the orchestrator
+(though not from a power cut, which would lose at most the last commits).
+
+One orchestrator per state file: ``state.db.lock`` is held with ``flock`` while it runs, and
+holds the holder's pid for the error message of a second one.
+
+The schema carries its version in ``PRAGMA user_version``; :data:`MIGRATIONS` are the steps
+from each version to the next, applied in one transaction at open. A file from a newer
+release is refused, never rewritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from datetime import datetime
+
+from loguru import logger
+
+from .errors import OrchestratorError
+from .runs import Cause, Outcome, RunRecord, RunState
+
+
+class StateError(OrchestratorError):
+    """The state file cannot be used (locked, read-only, corrupt, or too new)."""
+
+
+#: ``MIGRATIONS[n]`` turns a version-n file into version n+1.
+MIGRATIONS: list[str] = [
+    # 0 -> 1: the first schema
+    """
+    CREATE TABLE workers (
+        name TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL,
+        disabled_reason TEXT,
+        consecutive_failures INTEGER NOT NULL,
+        last_run TEXT,
+        last_success TEXT,
+        last_error TEXT,
+        last_outcome TEXT,
+        last_duration REAL,
+        last_due TEXT,
+        cpu_seconds REAL,
+        peak_rss_bytes INTEGER,
+        missed INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        worker TEXT NOT NULL,
+        cause TEXT NOT NULL,
+        due_at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        started_at TEXT,
+        ended_at TEXT,
+        outcome TEXT,
+        attempts INTEGER NOT NULL,
+        exit_code INTEGER,
+        signal INTEGER,
+        pid INTEGER,
+        pid_create_time REAL,
+        error TEXT,
+        traceback TEXT,
+        result TEXT,
+        cpu_seconds REAL,
+        peak_rss_bytes INTEGER,
+        stdout_tail TEXT,
+        stderr_tail TEXT
+    );
+    CREATE INDEX runs_by_worker ON runs (worker, due_at);
+    CREATE INDEX runs_unfinished ON runs (state) WHERE state != 'finished';
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_RUN_COLUMNS = ("run_id", "worker", "cause", "due_at", "state", "started_at", "ended_at",
+                "outcome", "attempts", "exit_code", "signal", "pid", "pid_create_time",
+                "error", "traceback", "result", "cpu_seconds", "peak_rss_bytes",
+                "stdout_tail", "stderr_tail")
+_WORKER_COLUMNS = ("name", "enabled", "disabled_reason", "consecutive_failures", "last_run",
+                   "last_success", "last_error", "last_outcome", "last_duration", "last_due",
+                   "cpu_seconds", "peak_rss_bytes", "missed", "updated_at")
+
+
+class StateStore:
+    """The writer side; every method is called from the dispatcher thread only.
+
+    :raises StateError: from :meth:`open` when the file cannot be used.
+    """
+
+    def __init__(self, path: str, limit_per_worker: int = 1000):
+        self.path = os.path.abspath(path)
+        self.limit_per_worker = limit_per_worker
+        self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self.write_errors = 0
+
+    # -- opening and closing -------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the instance lock, open the file, bring its schema up to date."""
+        self._lock()
+        try:
+            self._db = _connect(self.path)
+            _migrate(self._db, self.path)
+            with self._db:  # fails at once on a read-only file or directory
+                self._db.execute("UPDATE workers SET updated_at = updated_at WHERE 0")
+                self._db.execute("CREATE TABLE IF NOT EXISTS _write_check (x)")
+                self._db.execute("DROP TABLE _write_check")
+        except sqlite3.Error as error:
+            self.close()
+            raise StateError(f"state file {self.path} cannot be used: {error}") from None
+        except StateError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
+            self._db = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def _lock(self) -> None:
+        lock_path = self.path + ".lock"
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise StateError(f"state file {self.path} cannot be used: cannot open its lock "
+                             f"file: {error.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StateError(f"state file {self.path} is in use by another orchestrator "
+                             f"(pid {holder}); stop it first, or give this one another "
+                             f"state_path") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    # -- writing -------------------------------------------------------------------------
+
+    def save(self, record: RunRecord) -> None:
+        """Insert or update one run record (committed when this returns)."""
+        row = _run_row(record)
+        self._write(f"INSERT OR REPLACE INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES "
+                    f"({', '.join('?' * len(_RUN_COLUMNS))})", row)
+        if record.state is RunState.FINISHED:
+            self._prune(record.worker)
+
+    def save_worker(self, values: dict) -> None:
+        """Insert or update one worker's persisted runtime state (keys: _WORKER_COLUMNS)."""
+        row = {**values, "updated_at": datetime.now().astimezone().isoformat()}
+        self._write(f"INSERT OR REPLACE INTO workers ({', '.join(_WORKER_COLUMNS)}) VALUES "
+                    f"({', '.join('?' * len(_WORKER_COLUMNS))})",
+                    [_to_sql(row.get(column)) for column in _WORKER_COLUMNS])
+
+    def _prune(self, worker: str) -> None:
+        """Keep the newest ``limit_per_worker`` finished runs of ``worker`` (by due time)."""
+        self._write("DELETE FROM runs WHERE worker = ? AND state = 'finished' AND due_at < "
+                    "(SELECT due_at FROM runs WHERE worker = ? ORDER BY due_at DESC "
+                    "LIMIT 1 OFFSET ?)", (worker, worker, self.limit_per_worker - 1))
+
+    def _write(self, sql: str, parameters) -> None:
+        if self._db is None:
+            return
+        try:
+            with self._db:
+                self._db.execute(sql, parameters)
+        except sqlite3.Error as error:
+            # The orchestrator keeps scheduling from memory; the record is logged instead.
+            self.write_errors += 1
+            logger.error("state file {}: write failed ({}); the change is kept in memory "
+                         "only", self.path, error)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def recent(self, worker: str | None = None, limit: int = 20) -> list[RunRecord]:
+        if self._db is not None:
+            return _recent(self._db, worker, limit)
+        if not os.path.exists(self.path):  # not started yet, and never was
+            return []
+        reader = StateReader(self.path)
+        try:
+            return reader.recent(worker, limit)
+        finally:
+            reader.close()
+
+    def load_workers(self) -> dict[str, dict]:
+        """Each persisted worker's runtime state, by name."""
+        if self._db is None:
+            return {}
+        rows = self._db.execute(f"SELECT {', '.join(_WORKER_COLUMNS)} FROM workers")
+        return {row[0]: _worker_values(row) for row in rows}
+
+    def unfinished(self) -> list[RunRecord]:
+        """Runs a previous instance left pending or running."""
+        if self._db is None:
+            return []
+        rows = self._db.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs "
+                                f"WHERE state != 'finished'")
+        return [_run_record(row) for row in rows]
+
+
+class StateReader:
+    """Read-only access for other processes (the CLI), while an instance runs or not.
+
+    :raises StateError: if the file does not exist or cannot be read.
+    """
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        if not os.path.exists(self.path):
+            raise StateError(f"state file {self.path} does not exist; has the orchestrator "
+                             f"run with this state_path?")
+        try:
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as error:
+            raise StateError(f"state file {self.path} cannot be read: {error}") from None
+        if version > SCHEMA_VERSION:
+            raise StateError(_too_new(self.path, version))
+
+    def recent(self, worker: str | None = None, limit: int = 20) -> list[RunRecord]:
+        return _recent(self._db, worker, limit)
+
+    def workers(self) -> dict[str, dict]:
+        rows = self._db.execute(f"SELECT {', '.join(_WORKER_COLUMNS)} FROM workers")
+        return {row[0]: _worker_values(row) for row in rows}
+
+    def holder_pid(self) -> int | None:
+        """The pid of the orchestrator running on this file, or None if none runs."""
+        try:
+            fd = os.open(self.path + ".lock", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else None
+        finally:
+            os.close(fd)
+        return None
+
+    def close(self) -> None:
+        self._db.close()
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def _connect(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA busy_timeout = 5000")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:  # before anything could change the file
+        db.close()
+        raise StateError(_too_new(path, version))
+    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        raise StateError(f"state file {path} cannot use write-ahead logging (journal mode "
+                         f"{mode}); put it on a local file system")
+    db.execute("PRAGMA synchronous = NORMAL")
+    return db
+
+
+def _migrate(db: sqlite3.Connection, path: str) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StateError(_too_new(path, version))
+    if version == SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for step in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[step].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    if version:
+        logger.info("state file {}: schema upgraded from version {} to {}", path, version,
+                    SCHEMA_VERSION)
+
+
+def _too_new(path: str, version: int) -> str:
+    return (f"state file {path} has schema version {version}, newer than this release "
+            f"understands ({SCHEMA_VERSION}); upgrade orchestrator, or use another state_path")
+
+
+def _recent(db: sqlite3.Connection, worker: str | None, limit: int) -> list[RunRecord]:
+    where, parameters = ("WHERE worker = ?", [worker]) if worker is not None else ("", [])
+    rows = db.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs {where} "
+                      f"ORDER BY COALESCE(started_at, ended_at, due_at) DESC, due_at DESC "
+                      f"LIMIT ?", [*parameters, limit])
+    return [_run_record(row) for row in rows]
+
+
+def _to_sql(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return int(value)
+    if hasattr(value, "value") and isinstance(getattr(value, "value"), str):
+        return value.value
+    return value
+
+
+def _from_sql_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _run_row(record: RunRecord) -> list:
+    values = {column: getattr(record, column, None) for column in _RUN_COLUMNS}
+    values["result"] = None if record.result is None else repr(record.result)[:4096]
+    return [_to_sql(values[column]) for column in _RUN_COLUMNS]
+
+
+def _run_record(row) -> RunRecord:
+    values = dict(zip(_RUN_COLUMNS, row))
+    record = RunRecord(run_id=values["run_id"], worker=values["worker"],
+                       cause=Cause(values["cause"]), due_at=_from_sql_time(values["due_at"]))
+    record.state = RunState(values["state"])
+    record.outcome = Outcome(values["outcome"]) if values["outcome"] else None
+    for column in ("started_at", "ended_at"):
+        setattr(record, column, _from_sql_time(values[column]))
+    for column in ("attempts", "exit_code", "signal", "pid", "pid_create_time", "error",
+                   "traceback", "result", "cpu_seconds", "peak_rss_bytes"):
+        setattr(record, column, values[column])
+    record.stdout_tail = values["stdout_tail"] or ""
+    record.stderr_tail = values["stderr_tail"] or ""
+    return record
+
+
+def _worker_values(row) -> dict:
+    values = dict(zip(_WORKER_COLUMNS, row))
+    values["enabled"] = bool(values["enabled"])
+    for column in ("last_run", "last_success", "last_due"):
+        values[column] = _from_sql_time(values[column])
+    values["last_outcome"] = Outcome(values["last_outcome"]) if values["last_outcome"] else None
+    return values

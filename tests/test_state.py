@@ -1,0 +1,229 @@
+"""S4 missed runs and S8 state: what survives a restart, and what a second instance meets."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from harness import START, Harness
+from orchestrator import StateError, WorkerOrchestrator
+from orchestrator import state as state_module
+from orchestrator.execution.inline import InlineExecutor
+from orchestrator.state import StateReader, StateStore
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "state.db")
+
+
+def boot(path, start=START, **workers) -> Harness:
+    h = Harness(start=start, store=StateStore(path, limit_per_worker=1000))
+    for name, options in workers.items():
+        h.add(name, **options)
+    h.start()
+    return h
+
+
+def test_disabled_state_failure_count_and_history_survive_a_restart(path):
+    h = boot(path, bad={"interval_seconds": 10, "max_retries": 0,
+                        "max_consecutive_failures": 2},
+             good={"interval_seconds": 10})
+    h.finish("good")
+    h.finish("bad", "failed", "OSError: disk full")
+    h.advance(10)
+    h.finish("bad", "failed", "OSError: disk full")
+    h.finish("good")
+    assert h.status("bad")["enabled"] is False
+    h.dispatcher.begin_stop()
+    h.crash()
+
+    h2 = boot(path, start=START + timedelta(seconds=15),
+              bad={"interval_seconds": 10, "max_retries": 0, "max_consecutive_failures": 2},
+              good={"interval_seconds": 10})
+    bad = h2.status("bad")
+    assert bad["enabled"] is False and bad["consecutive_failures"] == 2
+    assert bad["reason"] == "disabled after 2 consecutive failures: OSError: disk full"
+    assert bad["last_error"] == "OSError: disk full"
+    assert [r.outcome.value for r in h2.history("bad")] == ["failed", "failed"]
+    assert h2.status("good")["last_outcome"] == "succeeded"
+    h2.dispatcher.enable("bad")
+    assert h2.status("bad")["consecutive_failures"] == 0
+
+
+def test_no_stampede_interval_resumes_one_interval_after_the_last_start(path):
+    h = boot(path, tick={"interval_seconds": 60})
+    h.finish("tick")
+    h.crash()
+    h2 = boot(path, start=START + timedelta(seconds=10), tick={"interval_seconds": 60})
+    assert h2.running == []
+    assert h2.status("tick")["next_run"] == (START + timedelta(seconds=60)).isoformat()
+    h2.advance(50)
+    assert h2.running == ["tick"]
+
+
+def test_missed_interval_runs_catch_up_once(path):
+    h = boot(path, tick={"interval_seconds": 60})
+    h.finish("tick")
+    h.crash()
+    # down from 12:00:00 to 12:02:30: 12:01 and 12:02 passed; 12:02 is within one interval
+    h2 = boot(path, start=START + timedelta(seconds=150), tick={"interval_seconds": 60})
+    assert h2.running == ["tick"]
+    record = h2.history("tick", limit=1)[0]
+    assert record.cause.value == "catch-up"
+    assert record.due_at == START + timedelta(seconds=120)
+    missed = [r for r in h2.history("tick") if r.outcome and r.outcome.value == "missed"]
+    assert len(missed) == 1 and missed[0].error.startswith("1 due time(s) from")
+    assert h2.status("tick")["missed"] == 1
+    h2.finish("tick")
+    assert h2.running == []  # never more than one catch-up run
+    assert h2.status("tick")["next_run"] == (START + timedelta(seconds=180)).isoformat()
+
+
+def test_misses_older_than_the_grace_are_counted_not_run(path):
+    options = {"interval_seconds": 60, "misfire_grace_seconds": 10}
+    h = boot(path, tick=options)
+    h.finish("tick")
+    h.crash()
+    h2 = boot(path, start=START + timedelta(seconds=1000), tick=options)
+    assert h2.running == []
+    assert h2.status("tick")["missed"] == 16  # 12:01 ... 12:16
+    assert h2.status("tick")["next_run"] == (START + timedelta(seconds=1020)).isoformat()
+
+
+def test_missed_cron_run_catches_up_within_an_hour_by_default(path):
+    h = boot(path, start=datetime(2026, 1, 5, 9, 59, 30, tzinfo=timezone.utc),
+             hourly={"cron": "0 * * * *"})
+    h.advance(30)
+    h.finish("hourly")
+    h.crash()
+    h2 = boot(path, start=datetime(2026, 1, 5, 12, 30, tzinfo=timezone.utc),
+              hourly={"cron": "0 * * * *"})
+    assert h2.running == ["hourly"]
+    latest = h2.history("hourly", limit=1)[0]
+    assert latest.cause.value == "catch-up"
+    assert latest.due_at == datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+    assert h2.status("hourly")["missed"] == 1  # 11:00
+
+
+def test_fresh_state_file_has_no_catch_up(path):
+    h = boot(path, start=START + timedelta(seconds=30), hourly={"cron": "0 * * * *"},
+             tick={"interval_seconds": 60})
+    assert h.running == ["tick"]
+    assert h.status("hourly")["missed"] == 0
+
+
+def test_runs_left_running_by_a_dead_instance_become_interrupted(path):
+    h = boot(path, fetch={"interval_seconds": 60},
+             process={"interval_seconds": 60, "depends_on": ["fetch"]})
+    h.finish("fetch")
+    assert h.running == ["process"]
+    run_id = h.attempt("process").run_id
+    h.crash()  # killed mid-run: nothing finished
+    h2 = boot(path, start=START + timedelta(seconds=5), fetch={"interval_seconds": 60},
+              process={"interval_seconds": 60, "depends_on": ["fetch"]})
+    [record] = [r for r in h2.history("process") if r.run_id == run_id]
+    assert record.outcome.value == "interrupted"
+    assert record.error == "the orchestrator stopped during attempt 1"
+    assert h2.status("process")["last_outcome"] == "interrupted"
+    assert h2.status("process")["consecutive_failures"] == 0  # not the worker's failure
+    assert "interrupted" in [e.kind for e in h2.events]
+
+
+def test_history_is_bounded_per_worker(path):
+    h = Harness(store=StateStore(path, limit_per_worker=5))
+    h.add("tick", interval_seconds=1)
+    h.start()
+    for _ in range(30):
+        h.finish("tick")
+        h.advance(1)
+    records = StateReader(path).recent("tick", limit=100)
+    assert len(records) == 6  # the five newest finished runs and the one in progress
+
+
+def test_a_record_is_written_before_its_process_starts(path):
+    h = boot(path, slow={"interval_seconds": 60})
+    run_id = h.attempt("slow").run_id
+    reader = StateReader(path)  # another connection: sees only what was committed
+    [record] = reader.recent("slow")
+    assert record.run_id == run_id and record.state.value == "running"
+    assert record.started_at == START and record.attempts == 1
+
+
+def test_second_instance_is_refused_with_the_holder_pid(path):
+    first = StateStore(path)
+    first.open()
+    try:
+        with pytest.raises(StateError, match=f"is in use by another orchestrator "
+                                             f"\\(pid {os.getpid()}\\)"):
+            StateStore(path).open()
+        assert StateReader(path).holder_pid() == os.getpid()
+        orch = WorkerOrchestrator(state_path=path, executor=InlineExecutor())
+        with pytest.raises(StateError, match="in use by another orchestrator"):
+            orch.start()
+        orch.stop()
+    finally:
+        first.close()
+    assert StateReader(path).holder_pid() is None
+
+
+def test_newer_schema_is_refused_and_left_untouched(path):
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.execute("CREATE TABLE future (x)")
+    db.commit()
+    db.close()
+    before = open(path, "rb").read()
+    with pytest.raises(StateError, match="schema version 99, newer than this release"):
+        StateStore(path).open()
+    assert open(path, "rb").read() == before
+
+
+def test_read_only_state_file_is_refused_and_left_untouched(path):
+    store = StateStore(path)
+    store.open()
+    store.close()
+    before = open(path, "rb").read()
+    if os.geteuid() == 0:  # root writes through permission bits: make the file immutable
+        protect = subprocess.run(["chattr", "+i", path], capture_output=True)
+        if protect.returncode != 0:
+            pytest.skip(f"cannot make a file read-only for root here: {protect.stderr!r}")
+        unprotect = ["chattr", "-i", path]
+    else:
+        os.chmod(path, 0o444)
+        unprotect = ["chmod", "644", path]
+    try:
+        with pytest.raises(StateError, match="cannot be used: attempt to write a readonly"):
+            StateStore(path).open()
+        assert StateReader(path).recent() == []  # still readable
+    finally:
+        subprocess.run(unprotect, check=True)
+    assert open(path, "rb").read() == before
+
+
+def test_migration_steps_apply_in_order_and_keep_data(path, monkeypatch):
+    h = boot(path, tick={"interval_seconds": 60})
+    h.finish("tick")
+    h.crash()
+    monkeypatch.setattr(state_module, "MIGRATIONS",
+                        [*state_module.MIGRATIONS, "ALTER TABLE runs ADD COLUMN note TEXT"])
+    monkeypatch.setattr(state_module, "SCHEMA_VERSION", len(state_module.MIGRATIONS))
+    store = StateStore(path)
+    store.open()
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(state_module.MIGRATIONS)
+    assert db.execute("SELECT count(*) FROM runs WHERE note IS NULL").fetchone()[0] == 1
+    db.close()
+
+
+def test_orchestrator_history_reads_the_file_before_start(path):
+    h = boot(path, tick={"interval_seconds": 60})
+    h.finish("tick")
+    h.crash()
+    orch = WorkerOrchestrator(state_path=path, executor=InlineExecutor())
+    assert [r.outcome.value for r in orch.history("tick")] == ["succeeded"]
