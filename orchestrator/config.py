@@ -250,7 +250,8 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
     if options.get("user") is not None:
         values["user"] = check.user(options["user"])
     if options.get("on_failure") is not None:
-        values["on_failure"] = check.command(options["on_failure"], shell=False,
+        on_failure = options["on_failure"]  # a string is a shell line, a list an argv
+        values["on_failure"] = check.command(on_failure, shell=isinstance(on_failure, str),
                                              field="on_failure")
     return WorkerConfig(**values)
 

@@ -47,6 +47,8 @@ from .status import build_status, describe_outcome
 
 #: Longest sleep between steps; bounds the effect of wall-clock jumps and suspends.
 MAX_SLEEP_SECONDS = 60.0
+#: How long an ``on_failure`` command may run before it is killed.
+ON_FAILURE_TIMEOUT_SECONDS = 300.0
 #: Ceiling of the back-off of a failing CONTINUOUS worker.
 MAX_BACKOFF_SECONDS = 300.0
 
@@ -444,6 +446,8 @@ class Dispatcher:
         elif outcome.is_failure:
             state.consecutive_failures += 1
             state.last_error = record.error
+            if state.config.on_failure is not None:
+                self._run_on_failure(state.config, record)
             limit = state.config.max_consecutive_failures
             if limit is not None and state.consecutive_failures >= limit and state.enabled:
                 self.disable(state.name, reason=(
@@ -460,6 +464,33 @@ class Dispatcher:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(record.snapshot())
+
+    def _run_on_failure(self, config: WorkerConfig, record: RunRecord) -> None:
+        """Start the worker's ``on_failure`` command; its own failure is only logged."""
+        command = config.on_failure
+        spec = RunSpec(
+            run_id=f"{record.run_id}-on-failure", worker=config.name,
+            command=command, shell=isinstance(command, str),
+            env={**(config.env or {}), "ORCHESTRATOR_WORKER": config.name,
+                 "ORCHESTRATOR_OUTCOME": record.outcome.value,
+                 "ORCHESTRATOR_ERROR": record.error or "",
+                 "ORCHESTRATOR_RUN_ID": record.run_id},
+            cwd=config.cwd, timeout_seconds=ON_FAILURE_TIMEOUT_SECONDS,
+            kill_grace_seconds=config.kill_grace_seconds)
+
+        def report(done: concurrent.futures.Future) -> None:
+            attempt: AttemptResult = done.result()
+            if attempt.outcome is Outcome.SUCCEEDED:
+                logger.info("on_failure of {} (run {}) ran", config.name, record.run_id)
+            else:
+                logger.error("on_failure of {} (run {}) {}: {}", config.name, record.run_id,
+                             attempt.outcome.value, attempt.error)
+
+        try:
+            self.executor.submit_run(spec).add_done_callback(report)
+        except Exception:
+            logger.exception("on_failure of {} (run {}) could not start", config.name,
+                             record.run_id)
 
     def _release_pipelines(self, name: str, now: datetime) -> None:
         """``name`` succeeded: TRIGGERED dependents whose upstreams all succeeded become due."""

@@ -318,3 +318,23 @@ def test_run_forever_stops_on_sigterm(journal_dir, signals, stop_timeout, grace)
     assert "cancelled hang" in err
     wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
                              for p in descendants if psutil.pid_exists(p.pid)), timeout=20)
+
+
+def test_on_failure_command_gets_the_failure_in_its_environment(make, journal_dir):
+    report = journal_dir / "report"
+    orch = make()
+    orch.register_worker("broken", w.divide_by_zero, execution_mode="triggered",
+                         max_retries=0, on_failure=(
+                             'echo "$ORCHESTRATOR_WORKER|$ORCHESTRATOR_OUTCOME|'
+                             f'$ORCHESTRATOR_ERROR|$ORCHESTRATOR_RUN_ID" > {report}'))
+    orch.register_worker("noisy", w.divide_by_zero, execution_mode="triggered",
+                         max_retries=0, on_failure=["false"])
+    orch.start()
+    assert orch.trigger_worker("broken", wait=True, timeout=60) is False
+    wait_for(lambda: report.exists() and report.read_text().endswith("\n"), timeout=60)
+    run_id = orch.history("broken")[0].run_id
+    assert report.read_text() == f"broken|failed|ZeroDivisionError: division by zero|{run_id}\n"
+    # an on_failure that fails itself is logged, never fatal
+    assert orch.trigger_worker("noisy", wait=True, timeout=60) is False
+    assert orch.trigger_worker("noisy", wait=True, timeout=60) is False
+    assert orch.get_status()["state"] == "running"
