@@ -38,12 +38,17 @@ class WorkerOrchestrator:
     :param executor: where attempts execute (default: a fresh OS process per attempt).
     :param clock: ``now()``/``monotonic()`` provider, for tests.
     :param history_limit: runs kept per worker (default 1,000).
+    :param http: ``"host:port"`` to serve status, metrics and a dashboard on (port 0: any
+        free port; see :attr:`http_url`); ``None`` (default) serves nothing.
+    :param http_token: the bearer token that allows the ``POST`` control routes; without
+        it those routes are off.
     :raises ConfigError: on an invalid option.
     """
 
     def __init__(self, max_concurrent: int = 5, state_path: str | None = None, *,
                  timezone: str | tzinfo | None = None, executor: RunExecutor | None = None,
-                 clock=None, history_limit: int = 1000):
+                 clock=None, history_limit: int = 1000, http: str | None = None,
+                 http_token: str | None = None):
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) \
                 or max_concurrent < 1:
             raise ConfigError(f"orchestrator: max_concurrent must be a whole number of at "
@@ -65,6 +70,12 @@ class WorkerOrchestrator:
                                              else StateStore(os.fspath(state_path),
                                                              history_limit)),
                                       events=self._events)
+        self._http_address = _parse_http(http)
+        if http_token is not None and (not isinstance(http_token, str) or not http_token):
+            raise ConfigError("orchestrator: http_token must be a non-empty string",
+                              field="http_token")
+        self._http_token = http_token
+        self._http_server = None
         self._lifecycle = threading.Lock()
         self._kill_now = False
 
@@ -123,6 +134,8 @@ class WorkerOrchestrator:
                 dispatcher.store.close()
                 raise
             dispatcher.start_thread()
+            if self._http_address is not None:
+                self._start_http()
             logger.info("orchestrator started with {} workers, max_concurrent={}",
                         len(dispatcher.names()), dispatcher.max_concurrent)
 
@@ -149,7 +162,28 @@ class WorkerOrchestrator:
                 self._executor.shutdown(wait=True, cancel_futures=True)
             dispatcher.call(dispatcher.end)
             dispatcher.store.close()
+            if self._http_server is not None:
+                self._http_server.stop()
             logger.info("orchestrator stopped")
+
+    def _start_http(self) -> None:
+        from .http import StatusServer
+
+        host, port = self._http_address
+        try:
+            self._http_server = StatusServer(self, host, port, self._http_token)
+        except OSError as error:
+            self.stop(timeout=0)
+            raise ConfigError(f"orchestrator: http cannot listen on {host}:{port}: "
+                              f"{error.strerror}; choose another port or http=None",
+                              field="http") from None
+        self._http_server.start()
+        logger.info("serving status on {}", self._http_server.url)
+
+    @property
+    def http_url(self) -> str | None:
+        """``http://host:port`` of the status server once started, else ``None``."""
+        return self._http_server.url if self._http_server is not None else None
 
     def run_forever(self, stop_timeout: float = 30.0) -> None:
         """Start, block until SIGINT or SIGTERM, then :meth:`stop` (a second signal kills
@@ -293,3 +327,15 @@ class WorkerOrchestrator:
 
     def remove_listener(self, callback: Callable[[RunEvent], Any]) -> None:
         self._events.remove_listener(callback)
+
+
+def _parse_http(value) -> tuple[str, int] | None:
+    """``"host:port"`` -> ``(host, port)``; ``None``/``False`` -> ``None``."""
+    if value is None or value is False:
+        return None
+    host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"orchestrator: http must be 'host:port' like '127.0.0.1:8765' "
+                          f"(port 0 for any free port), got {value!r}", field="http")
+    return host, int(port)
