@@ -129,13 +129,18 @@ class WorkerOrchestrator:
             dispatcher.executor = self._executor
             dispatcher.store.open()  # the instance lock; raises StateError if taken
             try:
+                self._http_server = self._bind_http()
                 dispatcher.call(dispatcher.begin)
             except BaseException:
                 dispatcher.store.close()
+                if self._http_server is not None:
+                    self._http_server.stop()
+                    self._http_server = None
                 raise
             dispatcher.start_thread()
-            if self._http_address is not None:
-                self._start_http()
+            if self._http_server is not None:
+                self._http_server.start()
+                logger.info("serving status on {}", self._http_server.url)
             logger.info("orchestrator started with {} workers, max_concurrent={}",
                         len(dispatcher.names()), dispatcher.max_concurrent)
 
@@ -166,19 +171,19 @@ class WorkerOrchestrator:
                 self._http_server.stop()
             logger.info("orchestrator stopped")
 
-    def _start_http(self) -> None:
+    def _bind_http(self):
+        """The status server, bound but not yet serving; ``None`` without ``http``."""
+        if self._http_address is None:
+            return None
         from .http import StatusServer
 
         host, port = self._http_address
         try:
-            self._http_server = StatusServer(self, host, port, self._http_token)
+            return StatusServer(self, host, port, self._http_token)
         except OSError as error:
-            self.stop(timeout=0)
             raise ConfigError(f"orchestrator: http cannot listen on {host}:{port}: "
                               f"{error.strerror}; choose another port or http=None",
                               field="http") from None
-        self._http_server.start()
-        logger.info("serving status on {}", self._http_server.url)
 
     @property
     def http_url(self) -> str | None:
