@@ -365,6 +365,10 @@ class _Checker:
 
         if not isinstance(value, str):
             self.fail("cron", f"must be a crontab line like '0 3 * * *', got {value!r}")
+        if value.strip().lower() == "@reboot":
+            self.fail("cron", "'@reboot' is not a time schedule; for one run when the "
+                              "orchestrator starts use execution_mode='triggered' with "
+                              "run_at_start=True")
         try:
             parse_crontab(value)
         except ValueError as error:
