@@ -415,3 +415,15 @@ def test_status_shape_and_reasons():
     for key in ("pending", "next_run", "last_success", "last_duration", "last_outcome",
                 "peak_rss_bytes", "cpu_seconds", "reason"):
         assert key in h.status("hog")
+
+
+def test_run_at_start_gives_one_run_when_the_orchestrator_starts():
+    h = Harness()
+    h.add("boot", execution_mode="triggered", run_at_start=True)
+    h.add("plain", execution_mode="triggered")
+    h.start()
+    assert h.running == ["boot"]
+    h.finish("boot")
+    h.advance(3600)
+    assert h.running == []
+    assert [r.cause.value for r in h.history("boot")] == ["startup"]

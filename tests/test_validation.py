@@ -210,3 +210,21 @@ def test_unknown_worker_in_calls(orch):
         orch.trigger_worker("fetch-dta")
     with pytest.raises(UnknownWorkerError):
         orch.enable_worker("nope")
+
+
+def test_user_option(orch):
+    import getpass
+    import os
+
+    assert orch.register_worker("mine", job, user=getpass.getuser()).user is None
+    refused(orch, "ghost", job, user="no-such-user-here", match="is not a user of this machine")
+    if os.geteuid() == 0:
+        refused(orch, "other", job, user="nobody",
+                match="running workers as another user is not available in this release")
+    else:
+        refused(orch, "other", job, user="root", match="differs from the current user")
+
+
+def test_reboot_nickname_points_at_run_at_start(orch):
+    refused(orch, "w", job, cron="@reboot", match="use execution_mode='triggered' with "
+                                                  "run_at_start=True")
