@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import enum
 import inspect
+import math
 import numbers
 import os
 import pickle
@@ -25,6 +26,8 @@ from typing import Any, Callable
 from .errors import ConfigError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+#: Longest duration any option accepts (ten years); beyond it datetimes overflow.
+MAX_SECONDS = 10 * 365 * 24 * 3600
 
 
 class JobPriority(str, enum.Enum):
@@ -269,6 +272,9 @@ class _Checker:
     def number(self, field: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             self.fail(field, f"must be a number of seconds, got {value!r}")
+        if not math.isfinite(value) or abs(value) > MAX_SECONDS:
+            self.fail(field, f"must be a finite number up to {MAX_SECONDS:g} (ten years), "
+                             f"got {value!r}")
         return float(value)
 
     def positive(self, field: str, value: Any) -> float:
@@ -383,7 +389,7 @@ class _Checker:
                                   f"got {value!r}")
         try:
             return zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America"
             hint = suggest(value, zoneinfo.available_timezones())
             self.fail("timezone", f"{value!r} is not a known IANA time zone{hint}")
 
@@ -399,7 +405,7 @@ class _Checker:
             self.fail("user", f"must be a user name, got {value!r}")
         try:
             entry = pwd.getpwnam(value)
-        except KeyError:
+        except (KeyError, ValueError):  # ValueError: an embedded NUL
             self.fail("user", f"{value!r} is not a user of this machine")
         if entry.pw_uid == os.geteuid():
             return None
