@@ -21,7 +21,8 @@ import pytest
 import workers_for_executor as workers
 from conftest import wait_for
 from orchestrator.execution.base import RunSpec
-from orchestrator.execution.process import TAIL_BYTES, ProcessExecutor
+from orchestrator.execution.process import RUN_TOKEN_VARIABLE, TAIL_BYTES, ProcessExecutor
+from orchestrator.execution.stale import kill_stale
 from orchestrator.runs import Outcome
 
 RESULT_WAIT = 30  # seconds; generous for a busy 2-core machine
@@ -49,14 +50,20 @@ def run(executor, spec):
     return executor.submit_run(spec).result(timeout=RESULT_WAIT)
 
 
-def read_pid(path: Path) -> psutil.Process:
-    """The process whose pid a worker wrote to ``path`` (pinned by its creation time)."""
+def read_pid(path: Path) -> psutil.Process | None:
+    """The process whose pid a worker wrote to ``path`` (pinned by its creation time), or
+    None if it is already gone."""
     wait_for(path.exists, message=f"{path.name} written")
-    return psutil.Process(int(path.read_text()))
+    try:
+        return psutil.Process(int(path.read_text()))
+    except psutil.NoSuchProcess:
+        return None
 
 
-def gone(process: psutil.Process) -> bool:
+def gone(process: psutil.Process | None) -> bool:
     """Dead; a zombie counts as dead (this machine's pid 1 may never reap orphans)."""
+    if process is None:
+        return True
     try:
         return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
@@ -124,6 +131,7 @@ def test_exit_without_result_is_a_crash(executor):
     assert result.outcome is Outcome.CRASHED
     assert result.error == "exited with code 3 without a result"
     assert result.exit_code == 3
+    assert_next_run_works(executor)
 
 
 def test_segfault_is_a_crash(executor):
@@ -131,6 +139,7 @@ def test_segfault_is_a_crash(executor):
     assert result.outcome is Outcome.CRASHED
     assert result.error == "killed by SIGSEGV"
     assert result.signal == signal.SIGSEGV and result.exit_code is None
+    assert_next_run_works(executor)
 
 
 def test_function_defined_in_a_main_script(tmp_path):
@@ -168,6 +177,27 @@ def test_large_argument_and_result_cross_the_pipes(executor):
     assert result.result == b"ab" * 4_000_000
 
 
+def assert_next_run_works(executor) -> None:
+    """After a fault: a new run starts and succeeds, and no process of any earlier run is
+    left under the launcher (only its spare, which carries no run token)."""
+    result = run(executor, function_spec(workers.double, 4))
+    assert result.outcome is Outcome.SUCCEEDED and result.result == 8, result.error
+    assert run_processes(executor.launcher_pid) == []
+
+
+def run_processes(launcher_pid: int) -> list[psutil.Process]:
+    """Live processes under the launcher that belong to a run (carry a run token)."""
+    found = []
+    for process in psutil.Process(launcher_pid).children(recursive=True):
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and \
+                    RUN_TOKEN_VARIABLE in process.environ():
+                found.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -186,18 +216,20 @@ def test_many_concurrent_attempts_all_complete():
 
 # -- killing --------------------------------------------------------------------------------
 
-def test_timeout_escalates_to_sigkill_after_the_grace(executor, tmp_path):
+@pytest.mark.parametrize("grace", [0, 0.5])
+def test_timeout_escalates_to_sigkill_after_the_grace(executor, tmp_path, grace):
     marker = tmp_path / "started"
     future = executor.submit_run(function_spec(
-        workers.ignore_sigterm_and_hang, str(marker), timeout_seconds=1.5,
-        kill_grace_seconds=0.5))
+        workers.ignore_sigterm_and_hang, str(marker), timeout_seconds=1.0,
+        kill_grace_seconds=grace))
     wait_for(marker.exists, message="worker started")
     result = future.result(timeout=RESULT_WAIT)
     assert result.outcome is Outcome.TIMED_OUT
-    assert result.error == "timed out after 1.5s"
-    assert result.signal == signal.SIGKILL  # SIGTERM was ignored
-    assert 2.0 <= result.duration_seconds < 2.0 + 2.0
+    assert result.error == "timed out after 1s"
+    assert result.signal == signal.SIGKILL  # SIGTERM was ignored, or never sent
+    assert 1.0 + grace <= result.duration_seconds < 1.0 + grace + 2.0
     assert not psutil.pid_exists(result.pid)
+    assert_next_run_works(executor)
 
 
 def test_kill_cancels_a_running_attempt(executor, tmp_path):
@@ -243,6 +275,7 @@ def test_processes_left_behind_are_killed(executor, tmp_path, worker, ending):
     assert result.outcome is expected, result.error
     # The future completes only once the leftovers have exited.
     assert gone(descendant)
+    assert_next_run_works(executor)
 
 
 def test_leftovers_are_kept_when_asked(executor, tmp_path):
@@ -259,11 +292,12 @@ def test_leftovers_are_kept_when_asked(executor, tmp_path):
 
 
 def test_memory_limit_kills_the_attempt(executor):
-    result = run(executor, function_spec(workers.allocate_and_hang, 300,
+    result = run(executor, function_spec(workers.allocate_without_bound, None,
                                          memory_limit_mb=100, kill_grace_seconds=0,
                                          timeout_seconds=SAFETY_TIMEOUT))
     assert result.outcome is Outcome.MEMORY_EXCEEDED, result.error
     assert result.error.startswith("memory limit 100 MB exceeded (rss ")
+    assert_next_run_works(executor)
 
 
 def test_shutdown_with_cancel_futures_leaves_no_process(tmp_path):
@@ -361,28 +395,152 @@ def test_huge_output_keeps_only_the_tail(executor):
     assert grown < 50 * 1024 * 1024
 
 
-def test_a_failing_executor_thread_completes_every_future_and_kills_everything(tmp_path):
-    executor = ProcessExecutor()
-    break_now = threading.Event()
-    check_memory = executor._check_memory
+def test_endless_output_is_cut_by_the_timeout(executor):
+    result = run(executor, command_spec(["yes"], timeout_seconds=1.0, kill_grace_seconds=0))
+    assert result.outcome is Outcome.TIMED_OUT
+    assert result.stdout_tail == "y\n" * (TAIL_BYTES // 2)
+    assert_next_run_works(executor)
 
-    def check_memory_or_fail(attempt):
-        if break_now.is_set():
-            raise OSError("injected fault")
-        check_memory(attempt)
 
-    # The next memory sample after break_now is set breaks the executor thread.
-    executor._check_memory = check_memory_or_fail
-    pid_file = tmp_path / "descendant.pid"
-    future = executor.submit_run(function_spec(workers.spawn_daemon, (str(pid_file), True),
-                                               memory_limit_mb=1000,
+def test_command_peak_rss_is_its_own_not_the_orchestrators(executor):
+    ballast = bytearray(300 * 1024 * 1024)  # an orchestrator that holds much memory
+    ballast[::4096] = b"\1" * len(ballast[::4096])
+    result = run(executor, command_spec(["true"]))
+    assert result.outcome is Outcome.SUCCEEDED
+    assert 0 < result.peak_rss_bytes < 100 * 1024 * 1024
+    del ballast
+
+
+# -- the launcher ---------------------------------------------------------------------------
+
+def test_start_is_known_when_submit_returns(executor, tmp_path):
+    marker = tmp_path / "started"
+    future = executor.submit_run(function_spec(workers.hang, str(marker), kill_grace_seconds=0,
                                                timeout_seconds=SAFETY_TIMEOUT))
-    daemon = read_pid(pid_file)
-    break_now.set()
+    assert future.started.is_set()
+    process = psutil.Process(future.pid)
+    assert future.pid_create_time == process.create_time()
+    assert os.getpgid(future.pid) == future.pid  # its own process group
+    assert process.ppid() == executor.launcher_pid
+    wait_for(marker.exists, message="worker started")
+    future.kill()
+    assert future.result(timeout=RESULT_WAIT).outcome is Outcome.CANCELLED
+
+
+def test_live_usage_appears_on_the_future(tmp_path):
+    executor = ProcessExecutor(sample_interval=0.1)
+    try:
+        marker = tmp_path / "started"
+        future = executor.submit_run(function_spec(
+            workers.allocate_and_hang, (60, str(marker)), kill_grace_seconds=0,
+            timeout_seconds=SAFETY_TIMEOUT))
+        wait_for(marker.exists, message="worker allocated")
+        usage = wait_for(lambda: future.usage if future.usage and
+                         future.usage.rss_bytes > 60 * 1024 * 1024 else None,
+                         message="a sample with the allocation")
+        assert usage.processes == 1 and usage.peak_rss_bytes >= usage.rss_bytes
+        assert usage.cpu_seconds > 0
+        future.kill(immediately=True)
+        assert future.result(timeout=RESULT_WAIT).outcome is Outcome.CANCELLED
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def test_kill_immediately_cuts_the_grace_short(executor, tmp_path):
+    marker = tmp_path / "started"
+    future = executor.submit_run(function_spec(workers.ignore_sigterm_and_hang, str(marker),
+                                               kill_grace_seconds=SAFETY_TIMEOUT,
+                                               timeout_seconds=SAFETY_TIMEOUT))
+    wait_for(marker.exists, message="worker started")
+    future.kill(Outcome.CANCELLED)
+    future.kill(Outcome.CANCELLED, immediately=True)
+    result = future.result(timeout=RESULT_WAIT)
+    assert result.outcome is Outcome.CANCELLED and result.signal == signal.SIGKILL
+    assert result.duration_seconds < SAFETY_TIMEOUT / 2
+
+
+def test_a_killed_launcher_fails_its_runs_and_is_replaced(executor, tmp_path):
+    pid_file = tmp_path / "descendant.pid"
+    future = executor.submit_run(function_spec(workers.spawn_grandchild, (str(pid_file), True),
+                                               timeout_seconds=SAFETY_TIMEOUT))
+    grandchild = read_pid(pid_file)
+    run_process = psutil.Process(future.pid)
+    launcher = executor.launcher_pid
+    os.kill(launcher, signal.SIGKILL)
     result = future.result(timeout=RESULT_WAIT)
     assert result.outcome is Outcome.CRASHED
-    assert "injected fault" in result.error
-    wait_for(lambda: gone(daemon), message="daemon killed")
-    with pytest.raises(RuntimeError, match="injected fault"):
-        executor.submit_run(function_spec(workers.constant))
-    executor.shutdown()
+    assert result.error == (f"the launcher (pid {launcher}) died (killed by SIGKILL); the "
+                            f"run's processes were killed with it")
+    assert result.pid == run_process.pid
+    wait_for(lambda: gone(run_process) and gone(grandchild), message="run processes gone")
+    assert_next_run_works(executor)
+    assert executor.launcher_pid != launcher
+
+
+ORCHESTRATOR_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from orchestrator.execution.base import RunSpec
+    from orchestrator.execution.process import ProcessExecutor
+    import workers_for_executor as workers
+
+    if __name__ == "__main__":
+        executor = ProcessExecutor()
+        worker = getattr(workers, sys.argv[2])
+        future = executor.submit_run(RunSpec(run_id="1", worker="w", function=worker,
+            argument=(sys.argv[1], True), pass_argument=True))
+        print(executor.launcher_pid, future.pid, flush=True)
+        time.sleep(600)
+""")
+
+
+@pytest.mark.parametrize("worker", ["spawn_grandchild", "spawn_daemon"])
+def test_orchestrator_killed_by_sigkill_leaves_nothing(tmp_path, worker):
+    script = tmp_path / "orchestrator_script.py"
+    script.write_text(ORCHESTRATOR_SCRIPT)
+    pid_file = tmp_path / "descendant.pid"
+    environment = dict(os.environ,
+                       PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
+    proc = subprocess.Popen([sys.executable, str(script), str(pid_file), worker],
+                            stdout=subprocess.PIPE, text=True, env=environment)
+    try:
+        launcher_pid, run_pid = map(int, proc.stdout.readline().split())
+        processes = [psutil.Process(launcher_pid), psutil.Process(run_pid)]
+        descendant = read_pid(pid_file)
+        processes.append(descendant)
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: all(gone(p) for p in processes), timeout=20,
+                 message="launcher, run and its descendant gone")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+# -- stale processes of a dead instance ------------------------------------------------------
+
+def test_kill_stale_needs_the_right_creation_time():
+    leader = subprocess.Popen(["sh", "-c", "sleep 100 & echo $!; wait"], process_group=0,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        member = psutil.Process(int(leader.stdout.readline()))
+        created = psutil.Process(leader.pid).create_time()
+        assert kill_stale(leader.pid, created - 5) is False
+        assert kill_stale(2 ** 22 + 12345, created) is False  # no such pid
+        assert leader.poll() is None and not gone(member)
+        assert kill_stale(leader.pid, created) is True
+        assert leader.wait(timeout=RESULT_WAIT) == -signal.SIGKILL
+        wait_for(lambda: gone(member), message="group member killed")
+    finally:
+        if leader.poll() is None:
+            leader.kill()
+            leader.wait()
+        leader.stdout.close()
+
+
+def test_kill_stale_with_grace_sends_sigterm_first():
+    process = subprocess.Popen(["sleep", "100"], process_group=0)
+    created = psutil.Process(process.pid).create_time()
+    assert kill_stale(process.pid, created, grace=5.0) is True
+    assert process.wait(timeout=RESULT_WAIT) == -signal.SIGTERM

@@ -96,10 +96,22 @@ def ignore_sigterm_and_hang(marker):
     _sleep_forever()
 
 
-def allocate_and_hang(megabytes):
+def allocate_and_hang(arguments):
+    """Allocate ``megabytes`` (resident), write the marker, hang."""
+    megabytes, marker = arguments
     block = b"\x01" * (megabytes * 1024 * 1024)  # written, so it is resident
+    _write_atomically(marker, str(os.getpid()))
     _sleep_forever()
     return len(block)
+
+
+def allocate_without_bound():
+    """Allocate 10 MB more every 10 ms, until something stops it (or 4 GB, to be safe)."""
+    blocks = []
+    for _ in range(400):
+        blocks.append(b"\x01" * (10 * 1024 * 1024))
+        time.sleep(0.01)
+    _sleep_forever()
 
 
 def spawn_grandchild(arguments):

@@ -1,55 +1,50 @@
-"""Run every attempt in a fresh OS process started with ``subprocess.Popen``.
+"""Run every attempt in a fresh OS process, forked by a small launcher process.
 
 ::
 
-    caller thread                           executor thread (owns every running attempt)
-    -------------                           ---------------------------------------------
+    caller threads                      reader thread (one per launcher)   launcher process
+    --------------                      --------------------------------   ----------------
     submit_run(spec)
-      pickle the call (functions)
-      Popen(argv, process_group=0)
-        argv = [python, _child.py, fds]     selector over
-            or the command                    the wake-up pipe
-      pidfd_open(pid)                         and per attempt: pidfd, stdout, stderr,
-      ("start", attempt) --queue+wake-->        result pipe, payload pipe, leftover pidfds
-    RunFuture.kill, kill_all,                 timeout = nearest deadline (timeout,
-      shutdown ------------queue+wake-->        SIGKILL escalation, memory sample)
-                                            pipe readable   -> keep the last 64 KiB
-                                            deadline        -> _kill(): TERM, grace, KILL
-                                            pidfd readable  -> wait4 (CPU, peak RSS),
-                                                               drain pipes, kill leftovers,
-                                                               wait for them to exit,
-                                                               future.set_result(...)
+      pickle the call or command
+      ("run", ...) ----------------------------- socket ----------------->  hand the job to
+      wait for the start                                                    the spare process
+                                         <-- ("started" | "start_failed")   fork the next one
+      future.pid, pid_create_time   <--  set the start
+    RunFuture.kill, kill_all,
+      shutdown ("kill", ...) ---------------------------------------------> TERM, grace, KILL
+                                         <-- ("usage", ...)  future.usage = Usage(...)
+                                         <-- ("finished", ...)
+                                             build the AttemptResult,
+                                             future.set_result(...)
+                                         EOF: the launcher died:
+                                             kill what is left of its runs,
+                                             complete them CRASHED; the next
+                                             submit_run starts a new launcher
 
-The orchestrator has threads, so it never calls ``os.fork()`` itself: ``Popen`` forks and
-execs in one step. Function attempts run ``_child.py`` by path (see its docstring for the
-payload and result format); it does not import this package.
-
-Each attempt's processes carry ``ORCHESTRATOR_RUN_TOKEN`` in their environment. Together with
-the process group and the live descendants of the attempt's process, it finds what a run left
-behind, including a daemon that called ``setsid`` and double-forked. A process that clears its
-environment and leaves the group escapes; only cgroups would catch it.
+The orchestrator has threads, so it never forks: the launcher (``_launcher.py``, run by path,
+without importing this package) is started with ``subprocess.Popen`` and does every fork,
+wait and kill; see its docstring for the protocol and the process tree. This module keeps
+the futures, turns what the launcher reports into :class:`AttemptResult` objects, and cleans
+up after a launcher that died.
 """
 
 from __future__ import annotations
 
 import atexit
-import collections
-import dataclasses
+import io
 import itertools
 import multiprocessing
 import multiprocessing.spawn
 import os
 import pickle
-import queue
 import secrets
-import selectors
 import shlex
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import threading
-import time
 import weakref
 from datetime import datetime, timezone
 
@@ -57,60 +52,65 @@ import psutil
 from loguru import logger
 
 from ..runs import Outcome
-from .base import AttemptResult, RunExecutor, RunFuture, RunSpec
+from .base import AttemptResult, RunExecutor, RunFuture, RunSpec, Usage
 
-__all__ = ["ProcessExecutor"]
+__all__ = ["ProcessExecutor", "TAIL_BYTES", "RUN_TOKEN_VARIABLE"]
 
 TAIL_BYTES = 64 * 1024
 """How much of the end of stdout and of stderr an attempt keeps."""
 
-MEMORY_SAMPLE_SECONDS = 0.5
-"""How often the process tree of an attempt with a memory limit is measured."""
-
-LEFTOVER_WAIT_SECONDS = 5.0
-"""How long to wait for SIGKILLed leftovers to exit before completing the attempt anyway."""
-
 RUN_TOKEN_VARIABLE = "ORCHESTRATOR_RUN_TOKEN"
 """Environment variable that marks every process of one attempt."""
 
-_CHILD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
-_READ_SIZE = 64 * 1024
-_DRAIN_LIMIT = 1024 * 1024  # after exit, read at most this much: a grandchild may keep writing
-_FRAME_HEADER = struct.Struct(">Q")
-_MIB = 1024 * 1024
+START_WAIT_SECONDS = 60.0
+"""How long ``submit_run`` waits for the launcher to start a run before giving it up for
+hung: the launcher is then killed (its runs die with it) and replaced."""
+
+LAUNCHER_EXIT_SECONDS = 15.0
+"""How long a launcher that closed its socket may take to exit before it is SIGKILLed."""
+
+_LAUNCHER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_launcher.py")
+_FRAME = struct.Struct(">Q")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class ProcessExecutor(RunExecutor):
-    """Runs each attempt in a new process, in a new process group, watched by one thread.
+    """Runs each attempt in a new process, in a new process group, forked by a launcher.
 
     Attempts start at once, with no limit on how many run together (admission is the
     dispatcher's job). The result of every future is an :class:`AttemptResult`; nothing a run
-    does makes :meth:`submit_run` raise, except submitting after :meth:`shutdown`.
+    does makes :meth:`submit_run` raise, except submitting after :meth:`shutdown`. If the
+    launcher dies, its attempts complete ``CRASHED`` and the next submission starts a new one.
 
+    :param sample_interval: seconds between two live samples of every running attempt's
+        processes (``RunFuture.usage``, and the check of ``memory_limit_mb``).
     :raises RuntimeError: from :meth:`submit_run` after :meth:`shutdown`.
     """
 
-    def __init__(self) -> None:
-        # Guards the fields below, and is held across Popen so that no attempt can start
-        # after the executor thread has decided to end.
+    def __init__(self, *, sample_interval: float = 0.5) -> None:
+        if sample_interval <= 0:
+            raise ValueError(f"sample_interval must be > 0, got {sample_interval!r}")
+        self.sample_interval = sample_interval
+        # Guards every field below, and the ``runs`` of each launcher link. Sending to the
+        # launcher happens under it, so that a kill never overtakes the run it names.
         self._lock = threading.Lock()
         self._shutdown = False
-        self._broken: str | None = None  # why the executor thread failed, if it did
-        self._closed = False  # the executor thread has ended (or never will take commands)
-        self._thread: threading.Thread | None = None  # started by the first submit_run
-        self._wake_read = self._wake_write = -1
-        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._link: _LauncherLink | None = None      # the launcher new runs go to
+        self._links: list[_LauncherLink] = []        # every link whose thread may still run
+        self._futures: dict[RunFuture, tuple[_LauncherLink, int]] = {}
+        self._job_ids = itertools.count(1)
         self._token_prefix = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self._serials = itertools.count(1)
-        # Owned by the executor thread once it runs:
-        self._selector: selectors.BaseSelector | None = None
-        self._attempts: dict[RunFuture, _Attempt] = {}
-        self._stopping = False
 
     # -- public ----------------------------------------------------------------------------
 
+    @property
+    def launcher_pid(self) -> int | None:
+        """The pid of the launcher process now serving, if one runs."""
+        link = self._link
+        return None if link is None else link.process.pid
+
     def submit_run(self, spec: RunSpec) -> RunFuture:
-        """Start one attempt now and return its future.
+        """Start one attempt now and return its future, once its process has started.
 
         A run that cannot start (a command not found, a bad ``cwd``, a function or argument
         that cannot be pickled) completes its future at once with ``FAILED``.
@@ -120,22 +120,29 @@ class ProcessExecutor(RunExecutor):
         future = RunFuture(spec, self._request_kill)
         future.set_running_or_notify_cancel()  # only kill() can stop it from here on
         self._refuse_if_shut_down()
-        failed: AttemptResult | None = None
+        job_id = next(self._job_ids)
+        token = f"{self._token_prefix}-{job_id}"
         try:
-            launch = _Launch.build(spec, f"{self._token_prefix}-{next(self._serials)}")
+            message = _run_message(spec, job_id, token)
         except _CannotStart as exc:
-            failed = _not_started(str(exc))
-        else:
-            with self._lock:
-                self._refuse_if_shut_down()
-                attempt = launch.start(future)
-                if isinstance(attempt, AttemptResult):
-                    failed = attempt
-                else:
-                    self._start_thread()
-                    self._post(("start", attempt))
-        if failed is not None:
-            future.set_result(failed)
+            future.set_result(_not_started(str(exc)))
+            return future
+        run = _Run(job_id, future, token)
+        with self._lock:
+            self._refuse_if_shut_down()
+            link = self._link
+            if link is None:
+                link = self._link = _LauncherLink(self)
+                self._links.append(link)
+            link.runs[job_id] = run
+            self._futures[future] = (link, job_id)
+            link.send(message)
+        if threading.current_thread() is not link.thread:  # else it cannot answer us now
+            if not run.start_known.wait(START_WAIT_SECONDS):
+                logger.error("launcher {} did not start run {} of {} within {}s; killing it",
+                             link.process.pid, spec.run_id, spec.worker, START_WAIT_SECONDS)
+                link.kill_launcher()
+                run.start_known.wait()
         return future
 
     def kill_all(self, outcome: Outcome = Outcome.CANCELLED) -> None:
@@ -143,636 +150,388 @@ class ProcessExecutor(RunExecutor):
 
         Returns at once; the futures complete when the processes are gone.
         """
+        outcome = Outcome(outcome)
         with self._lock:
-            self._post(("kill_all", Outcome(outcome)))
+            if self._link is not None:
+                self._link.send(("kill_all", outcome.value, f"killed ({outcome.value})"))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Accept no new attempts; optionally kill those in progress and wait for the end.
 
-        :param wait: return only when every attempt's processes are gone and the executor
-            thread has ended.
+        :param wait: return only when every attempt's processes are gone and the launcher
+            has exited.
         :param cancel_futures: kill every attempt in progress; each completes ``CANCELLED``.
         """
         with self._lock:
             self._shutdown = True
-            self._post(("shutdown", cancel_futures))
-            thread = self._thread
-        if wait and thread is not None and thread is not threading.current_thread():
-            thread.join()
+            link = self._link
+            if link is not None:
+                if cancel_futures:
+                    link.send(("kill_all", Outcome.CANCELLED.value, "executor shut down"))
+                if not link.runs:
+                    link.close()
+            links = list(self._links)
+        if wait:
+            for link in links:
+                if link.thread is not threading.current_thread():
+                    link.thread.join()
 
-    # -- commands from other threads (hold self._lock) -----------------------------------------
+    # -- from any thread ---------------------------------------------------------------------
 
     def _refuse_if_shut_down(self) -> None:
-        if self._broken is not None:
-            raise RuntimeError(f"this ProcessExecutor failed ({self._broken}); "
-                               f"create a new one")
         if self._shutdown:
             raise RuntimeError("cannot submit a run to a ProcessExecutor after shutdown()")
 
-    def _start_thread(self) -> None:
-        if self._thread is None:
-            self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            self._selector = selectors.DefaultSelector()
-            self._selector.register(self._wake_read, selectors.EVENT_READ, self._on_wake)
-            self._thread = threading.Thread(target=self._run, name="process-executor",
-                                            daemon=True)
-            self._thread.start()
-            _live_executors.add(self)
-
-    def _post(self, command: tuple) -> None:
-        if self._thread is None or self._closed:
-            return  # nothing runs, so there is nothing to kill or stop
-        self._commands.put(command)
-        try:
-            os.write(self._wake_write, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already
-
     def _request_kill(self, future: RunFuture, outcome: Outcome, immediately: bool) -> None:
         with self._lock:
-            self._post(("kill", future, outcome, immediately))
+            entry = self._futures.get(future)
+            if entry is not None:
+                link, job_id = entry
+                link.send(("kill", job_id, outcome.value, f"killed ({outcome.value})",
+                           immediately))
 
-    def _close_wake_pipe(self) -> None:
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+    # -- from a link's reader thread -----------------------------------------------------------
 
-    # -- the executor thread -------------------------------------------------------------------
+    def _on_message(self, link: "_LauncherLink", message: tuple) -> None:
+        kind = message[0]
+        if kind == "usage":
+            for job_id, cpu, rss, peak, processes, at in message[1]:
+                run = link.runs.get(job_id)
+                if run is not None:
+                    run.future.usage = Usage(cpu_seconds=cpu, rss_bytes=rss,
+                                             peak_rss_bytes=peak, processes=processes,
+                                             sampled_at=at)
+        elif kind == "started":
+            _, job_id, pid, start_ticks, started_epoch = message
+            run = link.runs.get(job_id)
+            if run is not None:
+                run.started_at = datetime.fromtimestamp(started_epoch, timezone.utc)
+                run.future.pid = pid
+                if start_ticks is not None:
+                    run.future.pid_create_time = start_ticks / _CLOCK_TICKS + psutil.boot_time()
+                run.future.started.set()
+                run.start_known.set()
+        elif kind == "start_failed":
+            self._complete(link, message[1], _not_started(message[2]))
+        elif kind == "finished":
+            run = link.runs.get(message[1])
+            if run is not None:
+                self._complete(link, message[1], _result(run, message[2]))
 
-    def _run(self) -> None:
-        try:
-            while True:
-                events = self._selector.select(self._seconds_to_next_deadline())
-                for key, _mask in events:
-                    # A handler earlier in this batch may have closed (and reused) the fd.
-                    if self._selector.get_map().get(key.fd) is key:
-                        key.data()
-                self._handle_deadlines(time.monotonic())
-                if self._stopping and not self._attempts:
-                    with self._lock:
-                        if self._commands.empty():
-                            self._closed = True
-                            break
-        except BaseException as exc:
-            logger.exception("the process executor thread failed; killing its attempts")
-            with self._lock:  # from now on submit_run refuses, and nothing more is queued
-                self._closed = True
-                self._shutdown = True
-                self._broken = repr(exc)
-            self._abandon(exc)
-        finally:
-            self._selector.close()
-            with self._lock:
-                self._closed = True
-                self._close_wake_pipe()
-
-    def _on_wake(self) -> None:
-        try:
-            while os.read(self._wake_read, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
+    def _complete(self, link: "_LauncherLink", job_id: int, result: AttemptResult) -> None:
+        with self._lock:
+            run = link.runs.pop(job_id, None)
+            if run is None:
                 return
-            kind = command[0]
-            if kind == "start":
-                self._adopt(command[1])
-            elif kind == "kill":
-                attempt = self._attempts.get(command[1])
-                if attempt is not None:
-                    self._kill(attempt, command[2], f"killed ({command[2].value})", command[3])
-            elif kind == "kill_all":
-                for attempt in list(self._attempts.values()):
-                    self._kill(attempt, command[1], f"killed ({command[1].value})")
-            elif kind == "shutdown":
-                self._stopping = True
-                if command[1]:
-                    for attempt in list(self._attempts.values()):
-                        self._kill(attempt, Outcome.CANCELLED, "executor shut down")
+            self._futures.pop(run.future, None)
+            if self._shutdown and not link.runs:
+                link.close()
+        run.start_known.set()
+        run.future.set_result(result)  # callbacks run here, with no lock held
 
-    def _adopt(self, attempt: _Attempt) -> None:
-        self._attempts[attempt.future] = attempt
-        register = self._selector.register
-        register(attempt.pidfd, selectors.EVENT_READ, lambda: self._on_exit(attempt))
-        for pipe in attempt.pipes:
-            register(pipe.fd, selectors.EVENT_READ, lambda p=pipe: self._on_readable(attempt, p))
-        if attempt.payload:
-            register(attempt.payload_fd, selectors.EVENT_WRITE,
-                     lambda: self._on_payload_writable(attempt))
-
-    def _seconds_to_next_deadline(self) -> float | None:
-        deadlines = [d for attempt in self._attempts.values() for d in attempt.deadlines()]
-        if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - time.monotonic())
-
-    def _handle_deadlines(self, now: float) -> None:
-        for attempt in list(self._attempts.values()):
-            if attempt.reaped:
-                if now >= attempt.leftover_deadline:
-                    logger.warning("run {} of {}: leftover processes {} did not exit within "
-                                   "{}s of SIGKILL", attempt.spec.run_id, attempt.spec.worker,
-                                   sorted(attempt.tree), LEFTOVER_WAIT_SECONDS)
-                    self._complete(attempt)
-            elif attempt.sigkill_at is not None and now >= attempt.sigkill_at:
-                attempt.sigkill_at = None
-                self._signal_tree(attempt, signal.SIGKILL)
-            elif attempt.kill_outcome is not None:
-                continue
-            elif attempt.timeout_at is not None and now >= attempt.timeout_at:
-                self._kill(attempt, Outcome.TIMED_OUT,
-                           f"timed out after {_plain(attempt.spec.timeout_seconds)}s")
-            elif attempt.sample_at is not None and now >= attempt.sample_at:
-                attempt.sample_at = now + MEMORY_SAMPLE_SECONDS
-                self._check_memory(attempt)
-
-    # -- killing ---------------------------------------------------------------------------
-
-    def _kill(self, attempt: _Attempt, outcome: Outcome, error: str,
-              immediately: bool = False) -> None:
-        """End an attempt for any cause: SIGTERM to its tree, SIGKILL after the grace
-        (at once with ``immediately``, which also cuts short a grace already running).
-
-        The first cause wins; the escalation to SIGKILL happens in :meth:`_handle_deadlines`
-        and, for whatever outlives the attempt's own process, in :meth:`_on_exit`.
-        """
-        if attempt.reaped:
-            return
-        if attempt.kill_outcome is not None:
-            if immediately and attempt.sigkill_at is not None:
-                attempt.sigkill_at = None
-                self._signal_tree(attempt, signal.SIGKILL)
-            return
-        attempt.kill_outcome, attempt.kill_error = outcome, error
-        grace = 0 if immediately else attempt.spec.kill_grace_seconds
-        if grace > 0:
-            self._signal_tree(attempt, signal.SIGTERM)
-            attempt.sigkill_at = time.monotonic() + grace
-        else:
-            self._signal_tree(attempt, signal.SIGKILL)
-
-    def _signal_tree(self, attempt: _Attempt, sig: int) -> None:
-        """Send ``sig`` to the attempt's process, its process group and every process of it
-        found now (descendants, and processes carrying its token that left the group)."""
-        self._find_tree(attempt)
-        if not attempt.reaped:
+    def _on_launcher_gone(self, link: "_LauncherLink") -> None:
+        """The launcher's socket closed: reap it; if it died, fail and clean up its runs."""
+        with self._lock:
+            if self._link is link:
+                self._link = None
+            runs = list(link.runs.values())
+            link.runs.clear()
+            for run in runs:
+                self._futures.pop(run.future, None)
+        code = link.reap()
+        if runs or not link.closing:
+            reason = _describe_exit(code)
+            error = f"the launcher (pid {link.process.pid}) died ({reason}); the run's " \
+                    f"processes were killed with it"
+            logger.error("launcher {} died ({}); {} run(s) in progress fail as crashed",
+                         link.process.pid, reason, len(runs))
             try:
-                signal.pidfd_send_signal(attempt.pidfd, sig)
-            except ProcessLookupError:
-                pass
-        try:
-            # The group id stays reserved while any member lives; we only call this before
-            # or right after reaping the leader, so it cannot name someone else's group.
-            os.killpg(attempt.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for pidfd in attempt.tree.values():
-            try:
-                signal.pidfd_send_signal(pidfd, sig)
-            except ProcessLookupError:
-                pass
-
-    def _find_tree(self, attempt: _Attempt) -> None:
-        """Add the attempt's other live processes to ``attempt.tree`` (pid -> pidfd)."""
-        root = None if attempt.reaped else attempt.pid
-        for process in _processes_of_run(root, attempt.token, attempt.started_epoch).values():
-            if process.pid in attempt.tree:
-                continue
-            try:
-                pidfd = os.pidfd_open(process.pid)
-            except ProcessLookupError:
-                continue
-            if process.is_running():  # still the process we found, not a reused pid
-                attempt.tree[process.pid] = pidfd
-            else:
-                os.close(pidfd)
-
-    def _check_memory(self, attempt: _Attempt) -> None:
-        try:
-            root = psutil.Process(attempt.pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return
-        rss = 0
-        for process in processes:
-            try:
-                rss += process.memory_info().rss
-            except psutil.Error:
-                pass
-        limit_mb = attempt.spec.memory_limit_mb
-        if rss > limit_mb * _MIB:
-            self._kill(attempt, Outcome.MEMORY_EXCEEDED,
-                       f"memory limit {_plain(limit_mb)} MB exceeded (rss {rss / _MIB:.0f} MB)")
-
-    # -- pipes and exit ----------------------------------------------------------------------
-
-    def _on_readable(self, attempt: _Attempt, pipe: _Pipe) -> None:
-        try:
-            chunk = os.read(pipe.fd, _READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if chunk:
-            pipe.add(chunk)
-        else:
-            self._close_pipe(pipe)
-
-    def _on_payload_writable(self, attempt: _Attempt) -> None:
-        try:
-            written = os.write(attempt.payload_fd, attempt.payload[:_READ_SIZE])
-        except BlockingIOError:
-            return
-        except OSError:  # the child died before reading it all; its exit tells the rest
-            written = len(attempt.payload)
-        attempt.payload = attempt.payload[written:]
-        if not attempt.payload:
-            self._selector.unregister(attempt.payload_fd)
-            os.close(attempt.payload_fd)
-            attempt.payload_fd = None
-
-    def _close_pipe(self, pipe: _Pipe) -> None:
-        if not pipe.closed:
-            self._selector.unregister(pipe.fd)
-            pipe.close()
-
-    def _on_exit(self, attempt: _Attempt) -> None:
-        """The attempt's process ended: reap it, collect its output, clear what it left."""
-        self._selector.unregister(attempt.pidfd)
-        try:
-            _, attempt.status, rusage = os.wait4(attempt.pid, 0)
-        except ChildProcessError:  # reaped by someone else; its status is lost
-            attempt.status = None
-            attempt.process.returncode = -1
-        else:
-            attempt.cpu_seconds = rusage.ru_utime + rusage.ru_stime
-            attempt.peak_rss_bytes = rusage.ru_maxrss * 1024
-            attempt.process.returncode = os.waitstatus_to_exitcode(attempt.status)
-        # From here on the pid may belong to someone else (Popen, told the returncode above,
-        # will never wait on it either).
-        attempt.reaped = True
-        attempt.leftover_deadline = time.monotonic() + LEFTOVER_WAIT_SECONDS
-        attempt.sigkill_at = None
-        attempt.ended_at = datetime.now(timezone.utc)
-        os.close(attempt.pidfd)
-        attempt.pidfd = None
-        for pipe in attempt.pipes:
-            if not pipe.closed:
-                pipe.drain()
-                self._close_pipe(pipe)
-        if attempt.payload_fd is not None:
-            self._selector.unregister(attempt.payload_fd)
-            os.close(attempt.payload_fd)
-            attempt.payload_fd = None
-        if attempt.kill_outcome is not None or attempt.spec.kill_leftovers:
-            self._signal_tree(attempt, signal.SIGKILL)
-        for pid, pidfd in list(attempt.tree.items()):
-            self._selector.register(pidfd, selectors.EVENT_READ,
-                                    lambda pid=pid: self._on_leftover_exit(attempt, pid))
-        if not attempt.tree:
-            self._complete(attempt)
-
-    def _on_leftover_exit(self, attempt: _Attempt, pid: int) -> None:
-        pidfd = attempt.tree.pop(pid)
-        self._selector.unregister(pidfd)
-        os.close(pidfd)
-        if not attempt.tree:
-            self._complete(attempt)
-
-    def _complete(self, attempt: _Attempt) -> None:
-        del self._attempts[attempt.future]
-        for pidfd in attempt.tree.values():
-            self._selector.unregister(pidfd)
-            os.close(pidfd)
-        attempt.tree.clear()
-        result = attempt.result()
-        attempt.future.set_result(result)  # callbacks run here, with no lock held
-
-    def _abandon(self, exc: BaseException) -> None:
-        """Last resort when the loop itself failed: kill, reap and complete everything."""
-        attempts = list(self._attempts.values())
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                break
-            if command[0] == "start":
-                attempts.append(command[1])
-        for attempt in attempts:
-            if not attempt.reaped:
-                try:
-                    self._signal_tree(attempt, signal.SIGKILL)
-                except Exception:
-                    logger.exception("could not kill the processes of run {}",
-                                     attempt.spec.run_id)
-                try:
-                    os.wait4(attempt.pid, 0)
-                except ChildProcessError:
-                    pass
-                attempt.process.returncode = -signal.SIGKILL
-                attempt.kill_outcome = Outcome.CRASHED
-                attempt.kill_error = f"the process executor failed: {exc!r}"
-                attempt.ended_at = datetime.now(timezone.utc)
-            for fd in [attempt.pidfd, attempt.payload_fd, *attempt.tree.values()]:
-                if fd is not None:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
-            for pipe in attempt.pipes:
-                pipe.close()
-            if not attempt.future.done():
-                attempt.future.set_result(attempt.result())
-        self._attempts.clear()
+                _kill_processes_of(runs)
+            except Exception:
+                logger.exception("could not clean up after launcher {}", link.process.pid)
+            now = datetime.now(timezone.utc)
+            for run in runs:
+                run.start_known.set()
+                run.future.set_result(AttemptResult(
+                    outcome=Outcome.CRASHED, started_at=run.started_at or now, ended_at=now,
+                    pid=run.future.pid, error=error))
+        with self._lock:
+            if link in self._links and link.thread is threading.current_thread():
+                self._links.remove(link)
 
 
-@dataclasses.dataclass
-class _Launch:
-    """What to Popen for one spec; built (and pickled) before any process exists."""
+class _Run:
+    """An attempt sent to a launcher; its ``runs`` entry is guarded by the executor lock."""
 
-    spec: RunSpec
-    token: str
-    argv: list[str]
-    env: dict[str, str]
-    payload: bytes | None
-
-    @classmethod
-    def build(cls, spec: RunSpec, token: str) -> "_Launch":
-        """:raises _CannotStart: for a malformed spec, or a call that cannot be pickled."""
-        env = dict(os.environ)
-        env.update(spec.env or {})
-        env[RUN_TOKEN_VARIABLE] = token
-        if (spec.function is None) == (spec.command is None):
-            raise _CannotStart("the run spec must set exactly one of function and command")
-        if spec.function is not None:
-            return cls(spec, token, [sys.executable, _CHILD_SCRIPT], env, _pickle_call(spec))
-        command = spec.command
-        if spec.shell:
-            argv = ["/bin/sh", "-c", command] if isinstance(command, str) else \
-                ["/bin/sh", "-c", *command]
-        elif isinstance(command, str):
-            try:
-                argv = shlex.split(command)
-            except ValueError as exc:
-                raise _CannotStart(f"cannot split command {command!r}: {exc}") from None
-        else:
-            argv = list(command)
-        if not argv:
-            raise _CannotStart("the command is empty")
-        return cls(spec, token, argv, env, None)
-
-    def start(self, future: RunFuture) -> "_Attempt | AttemptResult":
-        """Popen the attempt; a failed start comes back as a FAILED result."""
-        spec = self.spec
-        pass_fds: tuple[int, ...] = ()
-        parent_fds: list[int] = []
-        argv = self.argv
-        started_at = datetime.now(timezone.utc)
-        try:
-            if self.payload is not None:
-                payload_read, payload_write = os.pipe()
-                parent_fds.append(payload_write)
-                pass_fds = (payload_read,)
-                result_read, result_write = os.pipe()
-                parent_fds.append(result_read)
-                pass_fds = (payload_read, result_write)
-                argv = [*argv, str(payload_read), str(result_write)]
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, cwd=spec.cwd, env=self.env,
-                                       pass_fds=pass_fds, process_group=0)
-        except Exception as exc:  # not found, not executable, bad cwd, bad argument
-            for fd in parent_fds:
-                os.close(fd)
-            return _not_started(_start_error(self.argv[0], spec.cwd, exc), started_at)
-        finally:
-            for fd in pass_fds:
-                os.close(fd)
-        started = time.monotonic()
-        try:
-            pidfd = os.pidfd_open(process.pid)
-        except OSError as exc:  # out of fds: we cannot watch it, so it must not run
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            process.stdout.close()
-            process.stderr.close()
-            for fd in parent_fds:
-                os.close(fd)
-            return _not_started(f"cannot watch {self.argv[0]!r}: {exc}", started_at)
-        future.pid = process.pid
-        future.started.set()
-        attempt = _Attempt(future, spec, process, pidfd, self.token, started_at, started)
-        if self.payload is not None:
-            attempt.payload_fd = parent_fds[0]
-            attempt.pipes.append(_Pipe(parent_fds[1], None, limit=None))
-            os.set_blocking(attempt.payload_fd, False)
-            attempt.payload = memoryview(self.payload)
-            try:  # usually it all fits in the pipe now; the executor thread writes the rest
-                attempt.payload = attempt.payload[os.write(attempt.payload_fd,
-                                                           attempt.payload):]
-            except BlockingIOError:
-                pass
-            except OSError:  # the child is already gone; its exit tells why
-                attempt.payload = attempt.payload[:0]
-            if not attempt.payload:
-                os.close(attempt.payload_fd)
-                attempt.payload_fd = None
-        return attempt
-
-
-class _Attempt:
-    """One attempt in progress. Built by ``submit_run``; owned by the executor thread after
-    the "start" command hands it over."""
-
-    def __init__(self, future: RunFuture, spec: RunSpec, process: subprocess.Popen, pidfd: int,
-                 token: str, started_at: datetime, started: float):
+    def __init__(self, job_id: int, future: RunFuture, token: str):
+        self.job_id = job_id
         self.future = future
-        self.spec = spec
-        self.process = process
-        self.pid = process.pid
-        self.pidfd: int | None = pidfd  # None once closed, after the reap
         self.token = token
-        self.started_at = started_at
-        self.started_epoch = started_at.timestamp()
-        self.pipes = [_Pipe(process.stdout.fileno(), process.stdout, TAIL_BYTES),
-                      _Pipe(process.stderr.fileno(), process.stderr, TAIL_BYTES)]
-        self.payload_fd: int | None = None
-        self.payload: memoryview | None = None
-        self.timeout_at = None if spec.timeout_seconds is None else started + spec.timeout_seconds
-        self.sample_at = None if spec.memory_limit_mb is None else started + MEMORY_SAMPLE_SECONDS
-        self.kill_outcome: Outcome | None = None
-        self.kill_error: str | None = None
-        self.sigkill_at: float | None = None
-        self.tree: dict[int, int] = {}  # other processes of the run: pid -> pidfd
-        self.reaped = False
-        self.leftover_deadline = 0.0
-        self.status: int | None = None
-        self.cpu_seconds: float | None = None
-        self.peak_rss_bytes: int | None = None
-        self.ended_at: datetime | None = None
+        self.start_known = threading.Event()  # started, failed to start, or lost
+        self.started_at: datetime | None = None
 
-    def deadlines(self) -> list[float]:
-        if self.reaped:
-            return [self.leftover_deadline]
-        if self.sigkill_at is not None:
-            return [self.sigkill_at]
-        if self.kill_outcome is not None:
-            return []
-        return [t for t in (self.timeout_at, self.sample_at) if t is not None]
 
-    def result(self) -> AttemptResult:
-        exit_code = signal_number = None
-        if self.status is not None:
-            if os.WIFSIGNALED(self.status):
-                signal_number = os.WTERMSIG(self.status)
-            else:
-                exit_code = os.waitstatus_to_exitcode(self.status)
-        stdout, stderr = self.pipes[0], self.pipes[1]
-        outcome, error, trace, value = self._outcome(exit_code, signal_number)
-        return AttemptResult(
-            outcome=outcome, started_at=self.started_at,
-            ended_at=self.ended_at or datetime.now(timezone.utc), pid=self.pid, result=value,
-            error=error, traceback=trace, exit_code=exit_code, signal=signal_number,
-            cpu_seconds=self.cpu_seconds, peak_rss_bytes=self.peak_rss_bytes,
-            stdout_tail=stdout.text(), stderr_tail=stderr.text())
+class _LauncherLink:
+    """One launcher process, the socket to it and the thread that reads that socket."""
 
-    def _outcome(self, exit_code, signal_number):
-        """(outcome, error, traceback, value) from how the process ended and what it said."""
-        if self.kill_outcome is not None:
-            return self.kill_outcome, self.kill_error, None, None
-        message = self._message() if self.spec.function is not None else None
-        if message is not None:
-            return message
-        if self.status is None:
-            return Outcome.CRASHED, "exit status lost: the process was reaped elsewhere", \
-                None, None
-        if signal_number is not None:
-            return Outcome.CRASHED, f"killed by {_signal_name(signal_number)}", None, None
-        if self.spec.function is not None:
-            return Outcome.CRASHED, f"exited with code {exit_code} without a result", None, None
-        if exit_code == 0:
-            return Outcome.SUCCEEDED, None, None, None
-        return Outcome.FAILED, f"exit code {exit_code}", None, None
-
-    def _message(self):
-        data = self.pipes[2].data
-        if len(data) < _FRAME_HEADER.size:
-            return None
-        (size,) = _FRAME_HEADER.unpack_from(data)
-        if len(data) < _FRAME_HEADER.size + size:
-            return None
+    def __init__(self, executor: ProcessExecutor):
+        self.executor = executor
+        self.runs: dict[int, _Run] = {}   # job id -> run in progress (executor lock)
+        self.closing = False              # we closed our side on purpose
+        self._send_lock = threading.Lock()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            message = pickle.loads(data[_FRAME_HEADER.size:_FRAME_HEADER.size + size])
-            kind = message[0]
-        except Exception as exc:
-            return Outcome.FAILED, f"malformed result from the child: {exc!r}", None, None
-        if kind == "failed":
-            return Outcome.FAILED, message[1], message[2], None
-        type_name, pickled = message[1], message[2]
-        try:
-            return Outcome.SUCCEEDED, None, None, pickle.loads(pickled)
-        except Exception as exc:
-            return (Outcome.FAILED, f"result of type {type_name!r} cannot be unpickled: "
-                    f"{type(exc).__name__}: {exc}", None, None)
+            self.process = subprocess.Popen(
+                [sys.executable, _LAUNCHER_SCRIPT, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, process_group=0)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.thread = threading.Thread(target=self._read, daemon=True,
+                                       name=f"launcher-{self.process.pid}")
+        self.thread.start()
+        _live_executors.add(executor)
+        self.send(("init", _preparation_data(), executor.sample_interval))
 
-
-class _Pipe:
-    """The parent's end of one pipe from the child, and what came through it.
-
-    ``limit`` keeps only the last so many bytes (stdout, stderr); ``None`` keeps everything
-    (the result pipe).
-    """
-
-    def __init__(self, fd: int, file, limit: int | None):
-        self.fd = fd
-        self.file = file
-        self.limit = limit
-        self.data = bytearray()
-        self.closed = False
-        os.set_blocking(fd, False)
-
-    def add(self, chunk: bytes) -> None:
-        self.data += chunk
-        if self.limit is not None and len(self.data) > self.limit:
-            del self.data[:-self.limit]
-
-    def drain(self) -> None:
-        """Read what is buffered now, without waiting for an EOF that may never come."""
-        taken = 0
-        while taken < _DRAIN_LIMIT:
+    def send(self, message: tuple) -> None:
+        body = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        with self._send_lock:
             try:
-                chunk = os.read(self.fd, _READ_SIZE)
-            except (BlockingIOError, OSError):
-                return
-            if not chunk:
-                return
-            self.add(chunk)
-            taken += len(chunk)
-
-    def text(self) -> str:
-        return self.data.decode("utf-8", errors="replace")
+                self.sock.sendall(_FRAME.pack(len(body)) + body)
+            except OSError:
+                pass  # the launcher is gone; the reader thread completes its runs
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            if self.file is not None:
-                self.file.close()
-            else:
-                os.close(self.fd)
+        """Tell the launcher we are done: it exits once its runs are gone."""
+        if not self.closing:
+            self.closing = True
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def kill_launcher(self) -> None:
+        try:
+            self.process.kill()
+        except OSError:
+            pass
+
+    def reap(self) -> int:
+        try:
+            return self.process.wait(LAUNCHER_EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            logger.error("launcher {} did not exit; killing it", self.process.pid)
+            self.process.kill()
+            return self.process.wait()
+
+    def _read(self) -> None:
+        buffer = bytearray()
+        try:
+            while True:
+                try:
+                    chunk = self.sock.recv(1 << 20)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                buffer += chunk
+                offset = 0
+                while len(buffer) - offset >= _FRAME.size:
+                    (size,) = _FRAME.unpack_from(buffer, offset)
+                    end = offset + _FRAME.size + size
+                    if len(buffer) < end:
+                        break
+                    message = pickle.loads(memoryview(buffer)[offset + _FRAME.size:end])
+                    offset = end
+                    try:
+                        self.executor._on_message(self, message)
+                    except Exception:
+                        logger.exception("could not handle {!r} from launcher {}",
+                                         message[0], self.process.pid)
+                del buffer[:offset]
+        finally:
+            try:
+                self.executor._on_launcher_gone(self)
+            finally:
+                self.sock.close()
 
 
 class _CannotStart(Exception):
     """The spec cannot become a process; the attempt fails without one."""
 
 
-def _pickle_call(spec: RunSpec) -> bytes:
+def _run_message(spec: RunSpec, job_id: int, token: str) -> tuple:
+    """The ("run", ...) message for the launcher.
+
+    :raises _CannotStart: for a malformed spec, or a call that cannot be pickled.
+    """
+    if (spec.function is None) == (spec.command is None):
+        raise _CannotStart("the run spec must set exactly one of function and command")
+    env = dict(os.environ)
+    env.update(spec.env or {})
+    env[RUN_TOKEN_VARIABLE] = token
+    cwd = os.path.abspath(spec.cwd) if spec.cwd is not None else os.getcwd()
+    limits = {"timeout": spec.timeout_seconds, "grace": spec.kill_grace_seconds,
+              "memory_limit_mb": spec.memory_limit_mb, "kill_leftovers": spec.kill_leftovers,
+              "cwd": spec.cwd}
+    modules: list[str] = []
+    if spec.function is not None:
+        try:
+            call, modules = _pickle_noting_modules(
+                (spec.function, spec.pass_argument, spec.argument))
+        except Exception as exc:
+            raise _CannotStart(f"cannot pickle the function or its argument: "
+                               f"{type(exc).__name__}: {exc}") from None
+        limits["program"] = spec.worker
+        limits["sys_path"] = list(sys.path)
+        child_job = ("function", list(sys.path), cwd, env, call)
+    else:
+        argv = _command_argv(spec)
+        limits["program"] = argv[0]
+        child_job = ("command", argv, cwd, env)
+    return ("run", job_id, limits, token, pickle.dumps(child_job, pickle.HIGHEST_PROTOCOL),
+            modules)
+
+
+class _ModuleNotingPickler(pickle.Pickler):
+    """Pickles as usual, and notes the module of every function, class and object's class
+    it meets: what the launcher imports so that the next run finds them loaded."""
+
+    def __init__(self, file):
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self.modules: set[str] = set()
+
+    def reducer_override(self, obj):
+        module = getattr(obj, "__module__", None) if isinstance(obj, type) or callable(obj) \
+            else None
+        for name in (module, type(obj).__module__):
+            if isinstance(name, str):
+                self.modules.add(name)
+        return NotImplemented
+
+
+def _pickle_noting_modules(obj) -> tuple[bytes, list[str]]:
+    buffer = io.BytesIO()
+    pickler = _ModuleNotingPickler(buffer)
+    pickler.dump(obj)
+    return buffer.getvalue(), sorted(pickler.modules - {"builtins"})
+
+
+def _command_argv(spec: RunSpec) -> list[str]:
+    command = spec.command
+    if spec.shell:
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else \
+            ["/bin/sh", "-c", *command]
+    elif isinstance(command, str):
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise _CannotStart(f"cannot split command {command!r}: {exc}") from None
+    else:
+        argv = [os.fspath(part) for part in command]
+    if not argv:
+        raise _CannotStart("the command is empty")
+    return argv
+
+
+def _preparation_data() -> dict:
+    """What the launcher needs to load the workers' modules, as multiprocessing's spawn does
+    (sys.path, cwd, and the main script, loaded as ``__mp_main__``)."""
     chosen = multiprocessing.get_start_method(allow_none=True)
-    data = multiprocessing.spawn.get_preparation_data(spec.worker)
+    data = multiprocessing.spawn.get_preparation_data("orchestrator-launcher")
     if chosen is None:
         # get_preparation_data fixed the start method of this process as a side effect;
-        # undo it, and let the child use its own default.
+        # undo it, and let the launcher use its own default.
         multiprocessing.set_start_method(None, force=True)
         del data["start_method"]
     data["authkey"] = bytes(data["authkey"])
-    if spec.cwd is not None:
-        data["dir"] = os.path.abspath(spec.cwd)
+    return data
+
+
+def _result(run: _Run, fields: dict) -> AttemptResult:
+    """The AttemptResult of a reaped run, from what the launcher reported."""
+    status = fields["status"]
+    exit_code = signal_number = None
+    if status is not None:
+        if os.WIFSIGNALED(status):
+            signal_number = os.WTERMSIG(status)
+        else:
+            exit_code = os.waitstatus_to_exitcode(status)
+    outcome, error, trace, value = _outcome(run, fields, exit_code, signal_number)
+    return AttemptResult(
+        outcome=outcome,
+        started_at=datetime.fromtimestamp(fields["started_epoch"], timezone.utc),
+        ended_at=datetime.fromtimestamp(fields["ended_epoch"], timezone.utc),
+        pid=run.future.pid, result=value, error=error, traceback=trace, exit_code=exit_code,
+        signal=signal_number, cpu_seconds=fields["cpu_seconds"],
+        peak_rss_bytes=fields["peak_rss_bytes"],
+        stdout_tail=fields["stdout"].decode("utf-8", errors="replace"),
+        stderr_tail=fields["stderr"].decode("utf-8", errors="replace"))
+
+
+def _outcome(run: _Run, fields: dict, exit_code, signal_number):
+    """(outcome, error, traceback, value) from how the process ended and what it said."""
+    if fields["kill_outcome"] is not None:
+        return Outcome(fields["kill_outcome"]), fields["kill_error"], None, None
+    is_function = run.future.spec.function is not None
+    message = _message(fields["result"]) if is_function else None
+    if message is not None:
+        return message
+    if fields["status"] is None:
+        return Outcome.CRASHED, "exit status lost: the process was reaped elsewhere", None, None
+    if signal_number is not None:
+        return Outcome.CRASHED, f"killed by {_signal_name(signal_number)}", None, None
+    if is_function:
+        return Outcome.CRASHED, f"exited with code {exit_code} without a result", None, None
+    if exit_code == 0:
+        return Outcome.SUCCEEDED, None, None, None
+    return Outcome.FAILED, f"exit code {exit_code}", None, None
+
+
+def _message(data: bytes):
+    if len(data) < _FRAME.size:
+        return None
+    (size,) = _FRAME.unpack_from(data)
+    if len(data) < _FRAME.size + size:
+        return None
     try:
-        call = pickle.dumps((spec.function, spec.pass_argument, spec.argument),
-                            pickle.HIGHEST_PROTOCOL)
+        message = pickle.loads(data[_FRAME.size:_FRAME.size + size])
+        kind = message[0]
     except Exception as exc:
-        raise _CannotStart(f"cannot pickle the function or its argument: "
-                           f"{type(exc).__name__}: {exc}") from None
-    return pickle.dumps((data, call), pickle.HIGHEST_PROTOCOL)
+        return Outcome.FAILED, f"malformed result from the child: {exc!r}", None, None
+    if kind == "failed":
+        return Outcome.FAILED, message[1], message[2], None
+    type_name, pickled = message[1], message[2]
+    try:
+        return Outcome.SUCCEEDED, None, None, pickle.loads(pickled)
+    except Exception as exc:
+        return (Outcome.FAILED, f"result of type {type_name!r} cannot be unpickled: "
+                f"{type(exc).__name__}: {exc}", None, None)
 
 
-def _processes_of_run(root: int | None, token: str, since: float) -> dict[int, psutil.Process]:
-    """Live descendants of ``root`` and processes carrying ``token``, in one pass over /proc.
-
-    Only processes created after ``since`` (epoch seconds) can carry the token; the margin
-    covers psutil's create times, which rest on a boot time rounded to the second.
-    """
-    children: dict[int, list[psutil.Process]] = collections.defaultdict(list)
-    found: dict[int, psutil.Process] = {}
-    for process in psutil.process_iter(["ppid", "create_time"]):
-        info = process.info
-        if info["ppid"] is not None:
-            children[info["ppid"]].append(process)
-        created = info["create_time"]
-        if created is None or created < since - 1.5 or process.pid == root:
+def _kill_processes_of(runs: list[_Run]) -> None:
+    """SIGKILL what is left of runs whose launcher died: their process groups and every
+    process carrying one of their tokens. (The runs' own processes died with the launcher;
+    their children did not.)"""
+    runs = [run for run in runs if run.future.pid_create_time is not None]
+    if not runs:
+        return  # none had started: nothing of them can be left
+    tokens = {run.token for run in runs}
+    groups = {run.future.pid for run in runs}
+    since = min(run.future.pid_create_time for run in runs)
+    for process in psutil.process_iter(["create_time"]):
+        created = process.info["create_time"]
+        if created is None or created < since - 1.5 or process.pid == os.getpid():
             continue
         try:
-            if process.environ().get(RUN_TOKEN_VARIABLE) == token:
-                found[process.pid] = process
-        except psutil.Error:
+            if os.getpgid(process.pid) in groups or \
+                    process.environ().get(RUN_TOKEN_VARIABLE) in tokens:
+                process.kill()
+        except (psutil.Error, OSError):
             pass
-    if root is not None:
-        stack = [root]
-        while stack:
-            for child in children.pop(stack.pop(), ()):
-                found[child.pid] = child
-                stack.append(child.pid)
-    return found
 
 
 def _not_started(error: str, at: datetime | None = None) -> AttemptResult:
@@ -781,14 +540,10 @@ def _not_started(error: str, at: datetime | None = None) -> AttemptResult:
                          ended_at=datetime.now(timezone.utc), error=error)
 
 
-def _start_error(program: str, cwd: str | None, exc: Exception) -> str:
-    if isinstance(exc, OSError):
-        detail = f"[Errno {exc.errno}] {exc.strerror}"
-        if cwd is not None and exc.filename == cwd:
-            detail = f"working directory {cwd!r}: {detail}"
-    else:
-        detail = f"{type(exc).__name__}: {exc}"
-    return f"cannot start {program!r}: {detail}"
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        return f"killed by {_signal_name(-code)}"
+    return f"exit code {code}"
 
 
 def _signal_name(number: int) -> str:
@@ -798,13 +553,8 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _plain(number: float) -> str:
-    """``5`` for 5.0, ``0.5`` for 0.5: numbers as a person would write them."""
-    return f"{number:f}".rstrip("0").rstrip(".")
-
-
-# Executors whose thread runs; at interpreter exit their attempts are killed, so that no
-# run outlives the orchestrator that started it.
+# Executors that started a launcher; at interpreter exit their attempts are killed, so that
+# no run outlives the orchestrator that started it (the launchers would do it on EOF anyway).
 _live_executors: "weakref.WeakSet[ProcessExecutor]" = weakref.WeakSet()
 
 
