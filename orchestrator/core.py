@@ -140,6 +140,7 @@ class WorkerOrchestrator:
             dispatcher.start_thread()
             if self._http_server is not None:
                 self._http_server.start()
+                dispatcher.store.announce(self._http_server.url)
                 logger.info("serving status on {}", self._http_server.url)
             logger.info("orchestrator started with {} workers, max_concurrent={}",
                         len(dispatcher.names()), dispatcher.max_concurrent)

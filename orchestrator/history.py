@@ -46,6 +46,9 @@ class MemoryHistory:
     def save_worker(self, values: dict) -> None:
         pass
 
+    def announce(self, url: str) -> None:
+        pass
+
     def load_workers(self) -> dict[str, dict]:
         return {}
 

@@ -135,6 +135,13 @@ class StateStore:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
+    def announce(self, url: str) -> None:
+        """Write the status server's URL into the lock file, for the command line to find."""
+        if self._lock_fd is not None:
+            text = f"{os.getpid()}\n{url}\n".encode()
+            os.ftruncate(self._lock_fd, 0)
+            os.pwrite(self._lock_fd, text, 0)
+
     def _lock(self) -> None:
         lock_path = self.path + ".lock"
         try:
@@ -146,7 +153,7 @@ class StateStore:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            holder = _holder(fd)[0] or "unknown"
             os.close(fd)
             raise StateError(f"state file {self.path} is in use by another orchestrator "
                              f"(pid {holder}); stop it first, or give this one another "
@@ -245,26 +252,39 @@ class StateReader:
         rows = self._db.execute(f"SELECT {', '.join(_WORKER_COLUMNS)} FROM workers")
         return {row[0]: _worker_values(row) for row in rows}
 
-    def holder_pid(self) -> int | None:
-        """The pid of the orchestrator running on this file, or None if none runs."""
+    def holder(self) -> tuple[int | None, str | None]:
+        """``(pid, status URL)`` of the orchestrator running on this file, or
+        ``(None, None)`` if none runs (the URL is None when it serves no HTTP)."""
         try:
             fd = os.open(self.path + ".lock", os.O_RDONLY)
         except OSError:
-            return None
+            return None, None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else None
+            pid, url = _holder(fd)
+            return (int(pid) if pid and pid.isdigit() else None), url
         finally:
             os.close(fd)
-        return None
+        return None, None
+
+    def holder_pid(self) -> int | None:
+        """The pid of the orchestrator running on this file, or None if none runs."""
+        return self.holder()[0]
 
     def close(self) -> None:
         self._db.close()
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+def _holder(fd: int) -> tuple[str | None, str | None]:
+    """``(pid, url)`` as the lock file's holder wrote them."""
+    lines = os.pread(fd, 4096, 0).decode(errors="replace").split("\n")
+    pid = lines[0].strip() or None
+    url = lines[1].strip() if len(lines) > 1 and lines[1].strip() else None
+    return pid, url
+
 
 def _connect(path: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
