@@ -6,6 +6,12 @@
     orchestrator check FILE [--json]             validate, print the workers and the graph
     orchestrator plan FILE [--start ISO] [--hours N] [--json]
     orchestrator from-crontab CRONTAB [--system] print the equivalent TOML
+    orchestrator status FILE [--json]            what runs, what waits and why
+    orchestrator history FILE [WORKER] [--limit N] [--json]
+    orchestrator trigger|enable|disable FILE WORKER   steer the running instance
+
+``status`` and ``history`` ask the running instance over HTTP, or, when none runs, read the
+state file. ``trigger``, ``enable`` and ``disable`` need the running instance and its token.
 
 Exit codes: 0 done, 1 a problem with the input (one line on stderr, no traceback), 2 a usage
 error.
@@ -14,9 +20,14 @@ error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import socket
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -25,6 +36,7 @@ from loguru import logger
 from .config import WorkerConfig, WorkerExecutionMode
 from .crontab_import import convert_crontab
 from .errors import OrchestratorError
+from .state import StateReader
 from .tomlfile import load
 
 PROGRAM = "orchestrator"
@@ -77,13 +89,38 @@ def _parser() -> argparse.ArgumentParser:
     crontab.add_argument("--system", action="store_true",
                          help="/etc/crontab and /etc/cron.d format (a user before the command)")
     crontab.set_defaults(handler=_from_crontab)
+
+    status = commands.add_parser("status", help="what runs, what waits and why")
+    status.add_argument("file", metavar="FILE")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=_status)
+
+    history = commands.add_parser("history", help="recent runs, newest first")
+    history.add_argument("file", metavar="FILE")
+    history.add_argument("worker", metavar="WORKER", nargs="?", help="only this worker")
+    history.add_argument("--limit", type=_limit, default=20, metavar="N",
+                         help="how many runs (default: 20)")
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.set_defaults(handler=_history)
+
+    for action, text in (("trigger", "make a run of WORKER due now"),
+                         ("enable", "enable WORKER (resets its failure count)"),
+                         ("disable", "disable WORKER")):
+        command = commands.add_parser(action, help=text)
+        command.add_argument("file", metavar="FILE")
+        command.add_argument("worker", metavar="WORKER")
+        if action == "disable":
+            command.add_argument("--stop", action="store_true",
+                                 help="also kill its run in progress")
+        command.set_defaults(handler=_control, action=action)
     return parser
 
 
 # -- sub-commands -----------------------------------------------------------------------------
 
 def _run(arguments) -> int:
-    orchestrator = load(arguments.file).build()
+    installation = load(arguments.file)
+    orchestrator = installation.build(http=_http_setting(installation))
     logger.remove()
     logger.add(sys.stderr, level="INFO", format=LOG_FORMAT, backtrace=False, diagnose=False)
     logger.enable("orchestrator")
@@ -113,10 +150,7 @@ def _check(arguments) -> int:
     table = [[row["name"], row["schedule"], row["mode"], row["priority"],
               ", ".join(row["depends_on"]) or "-", ", ".join(row["blocks"]) or "-"]
              for row in rows]
-    widths = [max(len(line[column]) for line in [headers, *table])
-              for column in range(len(headers))]
-    for line in [headers, *table]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    _print_table(headers, table)
     print()
     print("graph:")
     if not depends and not excludes:
@@ -161,7 +195,203 @@ def _from_crontab(arguments) -> int:
     return 0
 
 
+def _status(arguments) -> int:
+    installation = load(arguments.file)
+    instance = _find_instance(installation)
+    if instance.url is not None:
+        document = _ask(instance, "GET", "/status")
+        if arguments.json:
+            print(json.dumps(document, indent=2))
+            return 0
+        workers = document["worker_states"]
+        print(f"running (pid {instance.pid or '?'}) at {instance.url}: {len(workers)} workers, "
+              f"{len(document['running'])} running, {len(document['pending'])} pending, "
+              f"max_concurrent {document['max_concurrent']}")
+        _print_table(["WORKER", "STATE", "LAST", "DURATION", "NEXT RUN", "REASON"], [
+            [name, worker["state"], worker["last_outcome"] or "-",
+             _seconds(worker["last_duration"]), _short_time(worker["next_run"]),
+             worker["reason"]] for name, worker in workers.items()])
+        return 0
+    reader = _state_reader(installation, instance)
+    try:
+        saved = reader.workers()
+    finally:
+        reader.close()
+    names = [entry.name for entry in installation.workers]
+    rows = {name: saved.get(name) for name in names}
+    if arguments.json:
+        print(json.dumps({"state": "not running", "state_path": reader.path,
+                          "workers": {name: _json_ready(values) for name, values in
+                                      rows.items()}}, indent=2))
+        return 0
+    print(f"not running; from the state file {reader.path}")
+    _print_table(["WORKER", "ENABLED", "LAST", "LAST RUN", "FAILURES", "NOTE"], [
+        [name, "-", "never ran", "-", "-", ""] if values is None else
+        [name, "yes" if values["enabled"] else "no",
+         values["last_outcome"].value if values["last_outcome"] else "-",
+         _short_time(values["last_run"]), str(values["consecutive_failures"]),
+         values["disabled_reason"] or values["last_error"] or ""]
+        for name, values in rows.items()])
+    return 0
+
+
+def _history(arguments) -> int:
+    installation = load(arguments.file)
+    instance = _find_instance(installation)
+    if instance.url is not None:
+        query = f"/runs?limit={arguments.limit}"
+        if arguments.worker:
+            query += f"&worker={urllib.parse.quote(arguments.worker)}"
+        runs = _ask(instance, "GET", query)
+    else:
+        reader = _state_reader(installation, instance)
+        try:
+            runs = [record.as_dict() for record in reader.recent(arguments.worker,
+                                                                  arguments.limit)]
+        finally:
+            reader.close()
+    if arguments.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    _print_table(["RUN", "WORKER", "CAUSE", "DUE", "STARTED", "DURATION", "OUTCOME",
+                  "ATTEMPTS", "ERROR"], [
+        [run["run_id"], run["worker"], run["cause"], _short_time(run["due_at"]),
+         _short_time(run["started_at"]), _seconds(run["duration_seconds"]),
+         run["outcome"] or run["state"], str(run["attempts"]), run["error"] or ""]
+        for run in runs])
+    return 0
+
+
+def _control(arguments) -> int:
+    installation = load(arguments.file)
+    instance = _find_instance(installation)
+    if instance.url is None:
+        raise OrchestratorError(f"{installation.path}: no running orchestrator found for this "
+                                f"file ({instance.why}); {arguments.action} needs one")
+    token = installation.orchestrator_options.get("http_token")
+    if token is None:
+        raise OrchestratorError(f"{installation.path}: {arguments.action} needs the token: set "
+                                f"http_token_file in [orchestrator] (and restart the "
+                                f"orchestrator)")
+    path = f"/workers/{urllib.parse.quote(arguments.worker, safe='')}/{arguments.action}"
+    if getattr(arguments, "stop", False):
+        path += "?stop=1"
+    answer = _ask(instance, "POST", path, token)
+    print(answer.get("message") or f"{arguments.action}: {arguments.worker}: done")
+    return 0
+
+
+# -- the running instance ------------------------------------------------------------------
+
+#: Where ``orchestrator run`` serves status when the file does not say (S10).
+DEFAULT_HTTP = "127.0.0.1:8765"
+
+
+@dataclasses.dataclass
+class _Instance:
+    url: str | None
+    pid: int | None
+    why: str = ""
+
+
+def _http_setting(installation) -> str | None:
+    """The file's ``http`` (``false``: off), or the command line's default."""
+    value = installation.orchestrator_options.get("http", DEFAULT_HTTP)
+    return None if value is False else value
+
+
+def _find_instance(installation) -> _Instance:
+    """The running orchestrator of this file: its lock file names it and its URL; without
+    a state file, the configured address is tried."""
+    state_path = installation.orchestrator_options.get("state_path")
+    if state_path is not None:
+        if not os.path.exists(state_path):
+            return _Instance(None, None, f"the state file {state_path} does not exist yet")
+        pid, url = StateReader(state_path).holder()
+        if pid is None:
+            return _Instance(None, None, f"the state file {state_path} is not in use")
+        if url is None:
+            return _Instance(None, pid, f"pid {pid} runs without http")
+        return _Instance(url, pid)
+    setting = _http_setting(installation)
+    if setting is None:
+        return _Instance(None, None, "http is off and there is no state file")
+    host, _, port = setting.rpartition(":")
+    url = f"http://{host}:{port}"
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+    except OSError as error:
+        return _Instance(None, None, f"nothing answers at {url}: {error.strerror or error}")
+    return _Instance(url, None)
+
+
+def _state_reader(installation, instance: _Instance) -> StateReader:
+    state_path = installation.orchestrator_options.get("state_path")
+    if state_path is None:
+        raise OrchestratorError(f"{installation.path}: no running orchestrator found "
+                                f"({instance.why}), and the file has no state_path to read "
+                                f"instead")
+    return StateReader(state_path)
+
+
+def _ask(instance: _Instance, method: str, path: str, token: str | None = None):
+    """One request to the running instance; its JSON answer, or a one-line error."""
+    request = urllib.request.Request(instance.url + path, method=method, data=b""
+                                     if method == "POST" else None)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        try:
+            detail = json.loads(error.read()).get("error") or error.reason
+        except ValueError:
+            detail = error.reason
+        raise OrchestratorError(f"{instance.url}{path.split('?')[0]}: {error.code} "
+                                f"{detail}") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise OrchestratorError(f"{instance.url}: cannot be reached: {reason}") from None
+
+
 # -- helpers ----------------------------------------------------------------------------------
+
+def _print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(line[column]) for line in [headers, *rows])
+              for column in range(len(headers))]
+    for line in [headers, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def _short_time(value) -> str:
+    """A time for a table: local wall time, with the date unless it is today."""
+    if value is None:
+        return "-"
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    local = when.astimezone()
+    if local.date() == datetime.now().astimezone().date():
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _seconds(value) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def _json_ready(values):
+    if values is None:
+        return None
+    return {key: (value.isoformat() if isinstance(value, datetime) else
+                  value.value if hasattr(value, "value") else value)
+            for key, value in values.items()}
+
+
+def _limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 1000")
+    return int(text)
+
 
 def _describe(config: WorkerConfig, runs_at_start: bool) -> dict:
     mode = config.execution_mode

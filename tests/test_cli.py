@@ -139,7 +139,8 @@ def test_a_directory_or_unreadable_crontab(tmp_path):
 @pytest.mark.parametrize("arguments", [
     [], ["bogus"], ["check"], ["check", "jobs.toml", "--nope"], ["plan", "jobs.toml", "--hours", "0"],
     ["plan", "jobs.toml", "--hours", "many"], ["plan", "jobs.toml", "--start", "yesterday"],
-    ["status", "jobs.toml"], ["from-crontab"]])
+    ["status"], ["history", "jobs.toml", "x", "--limit", "0"], ["trigger", "jobs.toml"],
+    ["disable", "jobs.toml", "x", "--now"], ["from-crontab"]])
 def test_usage_errors_exit_2(tmp_path, arguments):
     write(tmp_path, "[workers.x]\ncommand = 'true'\n")
     result = orchestrator(*arguments, cwd=tmp_path)
@@ -227,6 +228,8 @@ def test_from_crontab_file_and_stdin(tmp_path):
 # -- run --------------------------------------------------------------------------------------
 
 def start_run(tmp_path: Path, toml: str) -> tuple[subprocess.Popen, Path]:
+    if "[orchestrator]" not in toml:  # any free port: tests never depend on 8765 being free
+        toml = '[orchestrator]\nhttp = "127.0.0.1:0"\n' + textwrap.dedent(toml)
     write(tmp_path, toml)
     log = tmp_path / "stderr.log"
     with open(log, "wb") as stderr:
