@@ -40,6 +40,14 @@ def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) ->
     assert result.stderr == f"orchestrator: {expected}\n"
 
 
+def assert_fails(result: subprocess.CompletedProcess, fragment: str) -> None:
+    """Exit 1 with one line on stderr that contains ``fragment``."""
+    assert result.returncode == 1, result
+    assert result.stderr.startswith("orchestrator: ") and result.stderr.count("\n") == 1, \
+        result.stderr
+    assert fragment in result.stderr, result.stderr
+
+
 # -- check ------------------------------------------------------------------------------------
 
 def test_check_the_example():
@@ -307,3 +315,84 @@ def test_second_sigterm_kills_the_running_job_and_what_it_started(tmp_path):
     assert "Traceback" not in stderr
     wait_for(lambda: gone(job_pid) and gone(grandchild_pid), timeout=20,
              message="the job and its background child are gone")
+
+
+# -- status, history, trigger, enable, disable --------------------------------------------
+
+STEERED = """
+    [orchestrator]
+    state_path = "state.db"
+    http = "127.0.0.1:0"
+    http_token_file = "token"
+
+    [workers.steady]
+    command = ["sh", "-c", "echo $$ > s.tmp; mv s.tmp steady-ran"]
+    interval_seconds = 3600
+
+    [workers.manual]
+    command = ["sh", "-c", "echo manual"]
+    execution_mode = "triggered"
+"""
+
+
+def test_status_and_history_from_the_state_file_when_nothing_runs(tmp_path):
+    (tmp_path / "token").write_text("s3cret\n")
+    write(tmp_path, STEERED)
+    assert_fails(orchestrator("status", "jobs.toml", cwd=tmp_path), "does not exist")
+    process, log = start_run(tmp_path, STEERED)
+    wait_for(lambda: "succeeded steady" in log.read_text(), timeout=60)
+    process.send_signal(signal.SIGTERM)
+    assert finish(process) == 0
+    status = orchestrator("status", "jobs.toml", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("not running; from the state file")
+    lines = status.stdout.splitlines()
+    assert lines[1].split() == ["WORKER", "ENABLED", "LAST", "LAST", "RUN", "FAILURES", "NOTE"]
+    assert lines[2].split()[:3] == ["steady", "yes", "succeeded"]
+    assert lines[3].split()[:3] == ["manual", "-", "never"]
+    history = orchestrator("history", "jobs.toml", "steady", "--json", cwd=tmp_path)
+    [run] = json.loads(history.stdout)
+    assert run["worker"] == "steady" and run["outcome"] == "succeeded"
+    assert_fails(orchestrator("trigger", "jobs.toml", "manual", cwd=tmp_path),
+                 "no running orchestrator found for this file (the state file")
+
+
+@pytest.mark.timeout(180)
+def test_status_and_steering_through_the_running_instance(tmp_path):
+    (tmp_path / "token").write_text("s3cret\n")
+    process, log = start_run(tmp_path, STEERED)
+    try:
+        wait_for(lambda: "serving status on" in log.read_text(), timeout=60)
+        status = orchestrator("status", "jobs.toml", cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith(f"running (pid {process.pid}) at http://127.0.0.1:")
+        rows = {line.split()[0]: line for line in status.stdout.splitlines()[2:]}
+        assert "runs only when triggered" in rows["manual"]
+        document = json.loads(orchestrator("status", "jobs.toml", "--json",
+                                           cwd=tmp_path).stdout)
+        assert document["state"] == "running"
+
+        trigger = orchestrator("trigger", "jobs.toml", "manual", cwd=tmp_path)
+        assert trigger.returncode == 0, trigger.stderr
+        wait_for(lambda: "succeeded manual" in log.read_text(), timeout=60)
+        history = json.loads(orchestrator("history", "jobs.toml", "manual", "--json",
+                                          cwd=tmp_path).stdout)
+        assert [run["cause"] for run in history] == ["manual"]
+
+        assert orchestrator("disable", "jobs.toml", "steady", cwd=tmp_path).returncode == 0
+        document = json.loads(orchestrator("status", "jobs.toml", "--json",
+                                           cwd=tmp_path).stdout)
+        assert document["worker_states"]["steady"]["enabled"] is False
+        assert orchestrator("enable", "jobs.toml", "steady", cwd=tmp_path).returncode == 0
+        document = json.loads(orchestrator("status", "jobs.toml", "--json",
+                                           cwd=tmp_path).stdout)
+        assert document["worker_states"]["steady"]["enabled"] is True
+
+        unknown = orchestrator("trigger", "jobs.toml", "nobody", cwd=tmp_path)
+        assert_fails(unknown, "/workers/nobody/trigger: 404")
+        (tmp_path / "token").write_text("wrong\n")
+        assert_fails(orchestrator("trigger", "jobs.toml", "manual", cwd=tmp_path),
+                     "/workers/manual/trigger: 403")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert finish(process) == 0
