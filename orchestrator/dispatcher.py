@@ -648,12 +648,10 @@ class Dispatcher:
 
     def enable(self, name: str) -> None:
         state = self._state(name)
-        was_enabled = state.enabled
         state.enabled = True
         state.disabled_reason = None
-        state.consecutive_failures = 0
-        if not was_enabled:
-            self._emit_worker("enabled", state)
+        state.consecutive_failures = 0  # also on an enabled worker: the event says so
+        self._emit_worker("enabled", state)
         self._persist(state)
         if (state.config.execution_mode is WorkerExecutionMode.CONTINUOUS
                 and self.state == "running" and state.name not in self._running
