@@ -62,7 +62,7 @@ def _worker(dispatcher, state, now: datetime) -> dict:
         "execution_mode": config.execution_mode.value,
         "priority": config.priority.value,
         "schedule": state.schedule.description if state.schedule else None,
-        "next_run": _iso(state.next_due),
+        "next_run": _iso(state.next_due) if state.enabled else None,
         "run_id": current.run_id if current else (pending.record.run_id if pending else None),
         "attempt": current.attempts if current else None,
         "started_at": _iso(current.started_at) if current else None,
