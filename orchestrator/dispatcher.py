@@ -409,7 +409,7 @@ class Dispatcher:
         record.retry()
         delay = state.config.retry_delay_seconds * 2 ** (record.attempts - 1)
         self._emit(attempt.outcome.value, record, duration=attempt.duration_seconds,
-                   message=attempt.error or "")
+                   message=attempt.error or "", final=False)
         self._emit("retried", record, message=f"attempt {record.attempts + 1} of "
                                               f"{state.config.max_retries + 1} in {delay:g}s")
         waiters = list(running.waiters)
@@ -759,9 +759,9 @@ class Dispatcher:
     # -- events ---------------------------------------------------------------------------
 
     def _emit(self, kind: str, record: RunRecord, *, duration: float | None = None,
-              message: str = "") -> None:
+              message: str = "", final: bool = True) -> None:
         self.events.emit(RunEvent(kind, record.worker, self.clock.now(), record.run_id,
-                                  record.attempts or None, duration, message))
+                                  record.attempts or None, duration, message, final))
 
     def _emit_worker(self, kind: str, state: WorkerState, message: str = "") -> None:
         self.events.emit(RunEvent(kind, state.name, self.clock.now(), message=message))

@@ -20,6 +20,7 @@ class RunEvent:
 
     ``kind`` is one of: due, started, succeeded, failed, timed_out, memory_exceeded, crashed,
     cancelled, interrupted, retried, skipped, missed, replacing, disabled, enabled.
+    ``final`` is false on the outcome of an attempt that a retry follows (the run goes on).
     """
 
     kind: str
@@ -29,6 +30,7 @@ class RunEvent:
     attempt: int | None = None
     duration_seconds: float | None = None
     message: str = ""
+    final: bool = True
 
     def line(self) -> str:
         parts = [f"{self.kind} {self.worker}"]

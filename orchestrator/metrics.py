@@ -12,8 +12,8 @@ two need a tally kept from run events: history is bounded per worker, so countin
 records would make a counter go down once old runs are dropped. The tally holds only
 numbers, one entry per worker and outcome.
 
-A failed attempt that will be retried emits its outcome event followed at once by a
-``retried`` event of the same run; only the run's final outcome is counted.
+A failed attempt that a retry follows emits its outcome with ``final=False``; only a run's
+final outcome is counted.
 """
 
 from __future__ import annotations
@@ -69,43 +69,19 @@ class RunTally:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # All guarded by _lock; written by the dispatcher thread through on_event().
+        # Both guarded by _lock; written by the dispatcher thread through on_event().
         self._runs: dict[tuple[str, str], int] = {}
         self._durations: dict[str, _Durations] = {}
-        self._held: RunEvent | None = None  # a failed attempt that a retry may follow
 
     def on_event(self, event: RunEvent) -> None:
-        with self._lock:
-            held, self._held = self._held, None
-            if held is not None and not (event.kind == "retried"
-                                         and event.run_id == held.run_id):
-                self._book(held)
-            if event.kind not in RUN_OUTCOMES:
-                return
-            if Outcome(event.kind).is_failure:
-                self._held = event
-            else:
-                self._book(event)
-
-    def held(self) -> RunEvent | None:
-        """The failed attempt not yet known to be final, if any."""
-        with self._lock:
-            return self._held
-
-    def settle(self, event: RunEvent, status: dict) -> None:
-        """Count ``event`` (returned by :meth:`held` before ``status`` was taken) as final.
-
-        ``get_status()`` runs on the dispatcher thread after the step that emitted the
-        event, and a retry's ``retried`` event is emitted in that same step: if the event is
-        still held, and its run is not the worker's pending or running run, no retry follows.
-        """
-        worker = status.get("worker_states", {}).get(event.worker, {})
-        if worker.get("run_id") == event.run_id:
+        if event.kind not in RUN_OUTCOMES or not event.final:
             return
         with self._lock:
-            if self._held is event:
-                self._held = None
-                self._book(event)
+            key = (event.worker, event.kind)
+            self._runs[key] = self._runs.get(key, 0) + 1
+            if event.duration_seconds is not None:
+                self._durations.setdefault(event.worker, _Durations()).observe(
+                    max(event.duration_seconds, 0.0))
 
     def counts(self) -> tuple[dict[tuple[str, str], int], dict[str, _Durations]]:
         """Copies of the run counts by ``(worker, outcome)`` and the duration histograms."""
@@ -117,13 +93,6 @@ class RunTally:
                                                         source.count)
                 durations[worker] = copy
             return dict(self._runs), durations
-
-    def _book(self, event: RunEvent) -> None:
-        key = (event.worker, event.kind)
-        self._runs[key] = self._runs.get(key, 0) + 1
-        if event.duration_seconds is not None:
-            self._durations.setdefault(event.worker, _Durations()).observe(
-                max(event.duration_seconds, 0.0))
 
 
 class OrchestratorCollector:
@@ -139,10 +108,7 @@ class OrchestratorCollector:
         self._tally = tally
 
     def collect(self):
-        held = self._tally.held()
         status = self._orchestrator.get_status()
-        if held is not None:
-            self._tally.settle(held, status)
         runs, durations = self._tally.counts()
         workers = status.get("worker_states", {})
 

@@ -76,8 +76,10 @@ def test_listeners_get_every_event_and_a_failing_one_is_contained():
     assert kinds == [("started", "w"), ("succeeded", "w"), ("started", "f"), ("failed", "f"),
                      ("retried", "f"), ("started", "f"), ("failed", "f")]
     assert statuses == ["succeeded"]
-    failed = [e for e in seen if e.kind == "failed"][-1]
-    assert failed.attempt == 2 and "KeyError: 'missing'" in failed.message
+    first, last = [e for e in seen if e.kind == "failed"]
+    assert (first.attempt, first.final) == (1, False)  # a retry follows
+    assert (last.attempt, last.final) == (2, True)
+    assert "KeyError: 'missing'" in last.message
 
 
 def test_logging_is_quiet_until_enabled():
