@@ -396,3 +396,41 @@ def test_status_and_steering_through_the_running_instance(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         assert finish(process) == 0
+
+
+def test_second_instance_on_one_state_file_is_refused(tmp_path):
+    (tmp_path / "token").write_text("s3cret\n")
+    process, log = start_run(tmp_path, STEERED)
+    try:
+        wait_for(lambda: "serving status on" in log.read_text(), timeout=60)
+        second = orchestrator("run", "jobs.toml", cwd=tmp_path)
+        assert_fails(second, f"state file {tmp_path / 'state.db'} is in use by another "
+                             f"orchestrator (pid {process.pid}); stop it first")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert finish(process) == 0
+
+
+def test_state_file_from_a_newer_release_is_refused_untouched(tmp_path):
+    import sqlite3
+
+    (tmp_path / "token").write_text("s3cret\n")
+    write(tmp_path, STEERED)
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute("PRAGMA user_version = 42")
+    db.commit()
+    db.close()
+    before = (tmp_path / "state.db").read_bytes()
+    for command in (["run", "jobs.toml"], ["status", "jobs.toml"]):
+        assert_fails(orchestrator(*command, cwd=tmp_path),
+                     "has schema version 42, newer than this release understands")
+    assert (tmp_path / "state.db").read_bytes() == before
+
+
+def test_a_state_file_that_is_not_sqlite_is_refused(tmp_path):
+    (tmp_path / "token").write_text("s3cret\n")
+    write(tmp_path, STEERED)
+    (tmp_path / "state.db").write_text("these are my notes, not a database\n")
+    assert_fails(orchestrator("run", "jobs.toml", cwd=tmp_path),
+                 "cannot be used: file is not a database")
+    assert (tmp_path / "state.db").read_text() == "these are my notes, not a database\n"
