@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import psutil
@@ -275,6 +274,20 @@ def test_processes_left_behind_are_killed(executor, tmp_path, worker, ending):
     assert result.outcome is expected, result.error
     # The future completes only once the leftovers have exited.
     assert gone(descendant)
+    assert_next_run_works(executor)
+
+
+def test_kill_of_a_tree_that_obeys_sigterm_completes_at_once(executor, tmp_path):
+    pid_file = tmp_path / "descendant.pid"
+    future = executor.submit_run(function_spec(workers.spawn_grandchild, (str(pid_file), True),
+                                               kill_grace_seconds=SAFETY_TIMEOUT,
+                                               timeout_seconds=SAFETY_TIMEOUT))
+    grandchild = read_pid(pid_file)
+    future.kill()
+    result = future.result(timeout=RESULT_WAIT)
+    assert result.outcome is Outcome.CANCELLED and result.signal == signal.SIGTERM
+    assert result.duration_seconds < 5  # not the grace, nor the wait for leftovers
+    assert gone(grandchild)
     assert_next_run_works(executor)
 
 

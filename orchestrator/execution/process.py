@@ -69,6 +69,7 @@ hung: the launcher is then killed (its runs die with it) and replaced."""
 LAUNCHER_EXIT_SECONDS = 15.0
 """How long a launcher that closed its socket may take to exit before it is SIGKILLed."""
 
+_IMPORTING_VARIABLE = "ORCHESTRATOR_LAUNCHER_IMPORTING"  # set by the launcher; see there
 _LAUNCHER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_launcher.py")
 _FRAME = struct.Struct(">Q")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -100,6 +101,7 @@ class ProcessExecutor(RunExecutor):
         self._futures: dict[RunFuture, tuple[_LauncherLink, int]] = {}
         self._job_ids = itertools.count(1)
         self._token_prefix = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._base_env = dict(os.environ)  # every launcher of this executor starts with it
 
     # -- public ----------------------------------------------------------------------------
 
@@ -117,13 +119,17 @@ class ProcessExecutor(RunExecutor):
 
         :raises RuntimeError: after :meth:`shutdown`.
         """
+        if os.environ.get(_IMPORTING_VARIABLE):
+            raise RuntimeError(
+                "a run was submitted while the launcher was importing the main script; "
+                "start the orchestrator under  if __name__ == '__main__':  in that script")
         future = RunFuture(spec, self._request_kill)
         future.set_running_or_notify_cancel()  # only kill() can stop it from here on
         self._refuse_if_shut_down()
         job_id = next(self._job_ids)
         token = f"{self._token_prefix}-{job_id}"
         try:
-            message = _run_message(spec, job_id, token)
+            message = _run_message(spec, job_id, token, self._base_env)
         except _CannotStart as exc:
             future.set_result(_not_started(str(exc)))
             return future
@@ -283,7 +289,8 @@ class _LauncherLink:
         try:
             self.process = subprocess.Popen(
                 [sys.executable, _LAUNCHER_SCRIPT, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, process_group=0)
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, process_group=0,
+                env=executor._base_env)
         except BaseException:
             ours.close()
             raise
@@ -363,16 +370,19 @@ class _CannotStart(Exception):
     """The spec cannot become a process; the attempt fails without one."""
 
 
-def _run_message(spec: RunSpec, job_id: int, token: str) -> tuple:
+def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str]) -> tuple:
     """The ("run", ...) message for the launcher.
 
     :raises _CannotStart: for a malformed spec, or a call that cannot be pickled.
     """
     if (spec.function is None) == (spec.command is None):
         raise _CannotStart("the run spec must set exactly one of function and command")
-    env = dict(os.environ)
-    env.update(spec.env or {})
-    env[RUN_TOKEN_VARIABLE] = token
+    # The launcher (and so every spare) has ``base_env``; send the whole environment only
+    # when the orchestrator's has changed since, and the run's own variables always.
+    environment = dict(os.environ)
+    env = None if environment == base_env else environment
+    extra = dict(spec.env or {})
+    extra[RUN_TOKEN_VARIABLE] = token
     cwd = os.path.abspath(spec.cwd) if spec.cwd is not None else os.getcwd()
     limits = {"timeout": spec.timeout_seconds, "grace": spec.kill_grace_seconds,
               "memory_limit_mb": spec.memory_limit_mb, "kill_leftovers": spec.kill_leftovers,
@@ -387,11 +397,11 @@ def _run_message(spec: RunSpec, job_id: int, token: str) -> tuple:
                                f"{type(exc).__name__}: {exc}") from None
         limits["program"] = spec.worker
         limits["sys_path"] = list(sys.path)
-        child_job = ("function", list(sys.path), cwd, env, call)
+        child_job = ("function", list(sys.path), cwd, env, extra, call)
     else:
         argv = _command_argv(spec)
         limits["program"] = argv[0]
-        child_job = ("command", argv, cwd, env)
+        child_job = ("command", argv, cwd, env, extra)
     return ("run", job_id, limits, token, pickle.dumps(child_job, pickle.HIGHEST_PROTOCOL),
             modules)
 
