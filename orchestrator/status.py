@@ -54,6 +54,7 @@ def _worker(dispatcher, state, now: datetime) -> dict:
     else:
         word = "idle"
     current = running.record if running is not None else None
+    usage = running.future.usage if running is not None else None  # live, while it runs
     return {
         "state": word,
         "enabled": state.enabled,
@@ -73,8 +74,10 @@ def _worker(dispatcher, state, now: datetime) -> dict:
         "last_duration": state.last_duration,
         "last_error": state.last_error,
         "consecutive_failures": state.consecutive_failures,
-        "cpu_seconds": state.cpu_seconds,
-        "peak_rss_bytes": state.peak_rss_bytes,
+        "cpu_seconds": usage.cpu_seconds if usage else state.cpu_seconds,
+        "peak_rss_bytes": usage.peak_rss_bytes if usage else state.peak_rss_bytes,
+        "rss_bytes": usage.rss_bytes if usage else None,
+        "processes": usage.processes if usage else None,
         "skipped": state.skipped,
         "missed": state.missed,
         "disabled_reason": state.disabled_reason,

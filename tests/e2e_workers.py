@@ -78,3 +78,12 @@ def spawn_grandchild_and_hang(config):
     _journal("start", config.name)
     while True:
         time.sleep(1)
+
+
+def hold_memory(config):
+    """Holds 80 MB of touched memory until the file ``open-gate`` exists."""
+    block = bytearray(80 * 1024 * 1024)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    gate(config)
+    return len(block)

@@ -338,3 +338,20 @@ def test_on_failure_command_gets_the_failure_in_its_environment(make, journal_di
     assert orch.trigger_worker("noisy", wait=True, timeout=60) is False
     assert orch.trigger_worker("noisy", wait=True, timeout=60) is False
     assert orch.get_status()["state"] == "running"
+
+
+def test_status_shows_live_cpu_and_memory_while_a_run_goes_on(make, journal_dir):
+    orch = make()
+    orch.register_worker("hungry", w.hold_memory, execution_mode="triggered")
+    orch.start()
+    orch.trigger_worker("hungry")
+    wait_for(lambda: read_journal(journal_dir), timeout=60)
+    live = wait_for(lambda: (orch.get_status()["worker_states"]["hungry"]["rss_bytes"]
+                             or 0) > 80_000_000 and orch.get_status()["worker_states"]["hungry"],
+                    timeout=30)
+    assert live["state"] == "running" and live["processes"] >= 1
+    assert live["peak_rss_bytes"] >= live["rss_bytes"]
+    (journal_dir / "open-gate").touch()
+    wait_for(lambda: finished(orch, "hungry"), timeout=60)
+    done = orch.get_status()["worker_states"]["hungry"]
+    assert done["rss_bytes"] is None and done["peak_rss_bytes"] > 80_000_000
