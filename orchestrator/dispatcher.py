@@ -365,6 +365,8 @@ class Dispatcher:
             kill_grace_seconds=config.kill_grace_seconds,
             memory_limit_mb=config.memory_limit_mb, kill_leftovers=config.kill_leftovers)
         self.store.save(record)  # the record exists before the process does
+        if record.attempts == 1:
+            self._persist(state)  # the last start, which a restart resumes from
         self._emit("started", record, message=config.target)
         try:
             future = self.executor.submit_run(spec)

@@ -434,3 +434,47 @@ def test_a_state_file_that_is_not_sqlite_is_refused(tmp_path):
     assert_fails(orchestrator("run", "jobs.toml", cwd=tmp_path),
                  "cannot be used: file is not a database")
     assert (tmp_path / "state.db").read_text() == "these are my notes, not a database\n"
+
+
+CRASHY = """
+    [orchestrator]
+    state_path = "state.db"
+    http = "127.0.0.1:0"
+
+    [workers.long]
+    command = ["sh", "-c", "echo $$ > l.tmp; mv l.tmp long-started; exec sleep 300"]
+    interval_seconds = 3600
+    timeout_seconds = false
+
+    [workers.tick]
+    command = ["sh", "-c", "echo tick"]
+    interval_seconds = 3600
+"""
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_mid_run_then_restart_records_interrupted_and_loses_nothing(tmp_path):
+    process, log = start_run(tmp_path, CRASHY)
+    long_pid = wait_for(lambda: read_pid(tmp_path / "long-started"), timeout=60)
+    wait_for(lambda: "succeeded tick" in log.read_text(), timeout=60)
+    process.kill()
+    process.wait(timeout=30)
+    wait_for(lambda: gone(long_pid), timeout=30, message="the run died with the orchestrator")
+    restart, log2 = start_run(tmp_path, CRASHY)
+    try:
+        wait_for(lambda: "serving status on" in log2.read_text(), timeout=60)
+        history = json.loads(orchestrator("history", "jobs.toml", "--json",
+                                          cwd=tmp_path).stdout)
+        by_worker = {}
+        for entry in history:
+            by_worker.setdefault(entry["worker"], []).append(entry)
+        assert [r["outcome"] for r in by_worker["long"]] == ["interrupted"]
+        assert by_worker["long"][0]["error"] == "the orchestrator stopped during attempt 1"
+        assert [r["outcome"] for r in by_worker["tick"]] == ["succeeded"]  # nothing lost
+        status = json.loads(orchestrator("status", "jobs.toml", "--json",
+                                         cwd=tmp_path).stdout)
+        assert status["worker_states"]["long"]["last_outcome"] == "interrupted"
+        assert status["worker_states"]["long"]["state"] == "idle"  # no stampede
+    finally:
+        restart.send_signal(signal.SIGTERM)
+        assert finish(restart) == 0

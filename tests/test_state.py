@@ -131,6 +131,7 @@ def test_runs_left_running_by_a_dead_instance_become_interrupted(path):
     assert record.error == "the orchestrator stopped during attempt 1"
     assert h2.status("process")["last_outcome"] == "interrupted"
     assert h2.status("process")["consecutive_failures"] == 0  # not the worker's failure
+    assert h2.running == []  # it resumes one interval after its (interrupted) start
     assert "interrupted" in [e.kind for e in h2.events]
 
 
@@ -227,3 +228,42 @@ def test_orchestrator_history_reads_the_file_before_start(path):
     h.crash()
     orch = WorkerOrchestrator(state_path=path, executor=InlineExecutor())
     assert [r.outcome.value for r in orch.history("tick")] == ["succeeded"]
+
+
+def test_processes_of_interrupted_runs_are_killed_by_pid_and_creation_time(path):
+    """A run a dead instance left behind is killed only if pid AND creation time match."""
+    import psutil
+
+    from orchestrator.runs import Cause, RunRecord, RunState
+
+    left = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    reused = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        store = StateStore(path)
+        store.open()
+        for name, process, create_time in (
+                ("left", left, psutil.Process(left.pid).create_time()),
+                ("reused", reused, psutil.Process(reused.pid).create_time() - 1000)):
+            record = RunRecord(f"{name}-1", name, Cause.SCHEDULE, START)
+            record.start(START)
+            record.pid, record.pid_create_time = process.pid, create_time
+            store.save(record)
+        store.close()
+        orch = WorkerOrchestrator(state_path=path, executor=InlineExecutor())
+        for name in ("left", "reused"):
+            orch.register_worker(name, job_for_state, execution_mode="triggered")
+        orch.start()
+        assert left.wait(timeout=30) == -9      # its pid and creation time matched
+        assert reused.poll() is None            # same pid, another process: left alone
+        assert [r.outcome.value for r in orch.history("left")] == ["interrupted"]
+        assert [r.outcome.value for r in orch.history("reused")] == ["interrupted"]
+        orch.stop()
+    finally:
+        for process in (left, reused):
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
+def job_for_state():
+    return None
