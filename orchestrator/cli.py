@@ -112,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         if action == "disable":
             command.add_argument("--stop", action="store_true",
                                  help="also kill its run in progress")
+        command.add_argument("--json", action="store_true", help="print the answer as JSON")
         command.set_defaults(handler=_control, action=action)
     return parser
 
@@ -277,7 +278,10 @@ def _control(arguments) -> int:
     if getattr(arguments, "stop", False):
         path += "?stop=1"
     answer = _ask(instance, "POST", path, token)
-    print(answer.get("message") or f"{arguments.action}: {arguments.worker}: done")
+    if arguments.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print(answer.get("message") or f"{arguments.action}: {arguments.worker}: done")
     return 0
 
 

@@ -383,7 +383,8 @@ def test_status_and_steering_through_the_running_instance(tmp_path):
         document = json.loads(orchestrator("status", "jobs.toml", "--json",
                                            cwd=tmp_path).stdout)
         assert document["worker_states"]["steady"]["enabled"] is False
-        assert orchestrator("enable", "jobs.toml", "steady", cwd=tmp_path).returncode == 0
+        enable = orchestrator("enable", "jobs.toml", "steady", "--json", cwd=tmp_path)
+        assert json.loads(enable.stdout)["enabled"] is True
         document = json.loads(orchestrator("status", "jobs.toml", "--json",
                                            cwd=tmp_path).stdout)
         assert document["worker_states"]["steady"]["enabled"] is True
