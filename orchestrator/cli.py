@@ -35,7 +35,8 @@ from loguru import logger
 
 from .config import WorkerConfig, WorkerExecutionMode
 from .crontab_import import convert_crontab
-from .errors import OrchestratorError
+from .core import parse_http
+from .errors import ConfigError, OrchestratorError
 from .state import StateReader
 from .tomlfile import load
 
@@ -317,13 +318,16 @@ def _find_instance(installation) -> _Instance:
         if url is None:
             return _Instance(None, pid, f"pid {pid} runs without http")
         return _Instance(url, pid)
-    setting = _http_setting(installation)
-    if setting is None:
+    try:
+        address = parse_http(_http_setting(installation))
+    except ConfigError as error:
+        raise ConfigError(f"{installation.path}: {error}", field="http") from None
+    if address is None:
         return _Instance(None, None, "http is off and there is no state file")
-    host, _, port = setting.rpartition(":")
+    host, port = address
     url = f"http://{host}:{port}"
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+        socket.create_connection((host, port), timeout=2).close()
     except OSError as error:
         return _Instance(None, None, f"nothing answers at {url}: {error.strerror or error}")
     return _Instance(url, None)

@@ -26,6 +26,11 @@ from typing import Any, Callable
 from .errors import ConfigError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+#: Shortest interval: APScheduler's interval trigger has microsecond resolution and turns 0
+#: into 1 s, so anything near it would silently run at another rate.
+MIN_INTERVAL_SECONDS = 0.001
+#: Most retries of one run.
+MAX_RETRIES = 1000
 #: Longest duration any option accepts (ten years); beyond it datetimes overflow.
 MAX_SECONDS = 10 * 365 * 24 * 3600
 
@@ -208,6 +213,10 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
         else:
             values["interval_seconds"] = check.positive("interval_seconds",
                                                         options.get("interval_seconds", 300.0))
+            if values["interval_seconds"] < MIN_INTERVAL_SECONDS:
+                check.fail("interval_seconds", f"must be at least {MIN_INTERVAL_SECONDS} "
+                                               f"(a millisecond), got "
+                                               f"{options['interval_seconds']!r}")
     else:
         for key in ("interval_seconds", "cron"):
             if options.get(key) is not None:
@@ -221,6 +230,8 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
     values["timeout_seconds"] = None if timeout is None else check.positive("timeout_seconds",
                                                                              timeout)
     values["max_retries"] = check.count("max_retries", options.get("max_retries", 3))
+    if values["max_retries"] > MAX_RETRIES:
+        check.fail("max_retries", f"must be at most {MAX_RETRIES}, got {values['max_retries']}")
     mcf = options.get("max_consecutive_failures", 5)
     if mcf is not None:
         mcf = check.count("max_consecutive_failures", mcf)
@@ -348,6 +359,10 @@ class _Checker:
         return fn
 
     def command(self, value: Any, shell: bool, field: str = "command"):
+        parts = [value] if isinstance(value, str) else value if isinstance(
+            value, (list, tuple)) else []
+        if any(isinstance(part, str) and "\0" in part for part in parts):
+            self.fail(field, "contains a NUL character, which no program argument can hold")
         if isinstance(value, str):
             if not value.strip():
                 self.fail(field, "is empty; give the program and its arguments")
@@ -397,6 +412,10 @@ class _Checker:
         if not isinstance(value, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             self.fail("env", f"must be a dict of strings to strings, got {value!r}")
+        for key, text in value.items():
+            if not key or "=" in key or "\0" in key or "\0" in text:
+                self.fail("env", f"has an invalid entry {key!r}: names must be non-empty "
+                                 f"without '=' or NUL, values without NUL")
         return dict(value)
 
     def user(self, value: Any) -> str | None:

@@ -25,6 +25,8 @@ from .state import StateStore
 from .runs import Outcome, RunRecord
 from .schedule import local_timezone
 
+#: The longest window plan() computes (ten years).
+MAX_PLAN_HOURS = 87600
 #: How long stop() waits for killed runs to be gone, beyond their kill grace.
 KILL_SETTLE_SECONDS = 30.0
 
@@ -70,10 +72,12 @@ class WorkerOrchestrator:
                                              else StateStore(os.fspath(state_path),
                                                              history_limit)),
                                       events=self._events)
-        self._http_address = _parse_http(http)
-        if http_token is not None and (not isinstance(http_token, str) or not http_token):
-            raise ConfigError("orchestrator: http_token must be a non-empty string",
-                              field="http_token")
+        self._http_address = parse_http(http)
+        if http_token is not None and (not isinstance(http_token, str) or not http_token
+                                       or not http_token.isascii()
+                                       or not http_token.isprintable() or " " in http_token):
+            raise ConfigError("orchestrator: http_token must be a non-empty string of "
+                              "printable ASCII characters without spaces", field="http_token")
         self._http_token = http_token
         self._http_server = None
         self._lifecycle = threading.Lock()
@@ -151,10 +155,14 @@ class WorkerOrchestrator:
         Killed runs are recorded ``cancelled``. Returns when no process started by this
         orchestrator is left. Calling it twice, or before :meth:`start`, is harmless.
         """
+        if self._dispatcher.on_dispatcher_thread():
+            raise OrchestratorError("stop() was called from a listener, which runs on the "
+                                    "dispatcher thread it would wait for; call it from "
+                                    "another thread")
         with self._lifecycle:
             dispatcher = self._dispatcher
-            if dispatcher.state == "stopped":
-                return
+            if dispatcher.state in ("created", "stopped"):
+                return  # nothing started, or already stopped: harmless
             dispatcher.call(dispatcher.begin_stop)
             if self._kill_now or not dispatcher.idle.wait(timeout):
                 logger.info("stop: killing runs still in progress after {}s", timeout)
@@ -167,9 +175,9 @@ class WorkerOrchestrator:
             if self._executor is not None:
                 self._executor.shutdown(wait=True, cancel_futures=True)
             dispatcher.call(dispatcher.end)
-            dispatcher.store.close()
             if self._http_server is not None:
-                self._http_server.stop()
+                self._http_server.stop()  # before the store it reads from closes
+            dispatcher.store.close()
             logger.info("orchestrator stopped")
 
     def _bind_http(self):
@@ -269,9 +277,14 @@ class WorkerOrchestrator:
         if wait and self._dispatcher.state != "running":
             raise NotRunningError(f"worker {name!r}: trigger_worker(wait=True) needs a "
                                   f"running orchestrator; call start() first")
+        if wait and self._dispatcher.on_dispatcher_thread():
+            raise OrchestratorError(f"worker {name!r}: trigger_worker(wait=True) was called "
+                                    f"from a listener, which runs on the dispatcher thread "
+                                    f"the run needs; use wait=False there")
         waiter = self._dispatcher.call(self._dispatcher.trigger, name)
         if waiter is None:
-            logger.info("trigger {}: not triggered, the worker is disabled", name)
+            logger.info("trigger {}: not triggered, the worker is disabled or the "
+                        "orchestrator is stopping", name)
             return False
         if not wait:
             return True
@@ -318,14 +331,23 @@ class WorkerOrchestrator:
         zone = self._dispatcher.default_timezone
         if start is None:
             start = self._dispatcher.clock.now()
+        elif not isinstance(start, datetime):
+            raise ConfigError(f"plan: start must be a datetime, got {start!r}", field="start")
         elif start.tzinfo is None:
             start = start.replace(tzinfo=zone)
-        if isinstance(hours, bool) or not isinstance(hours, (int, float)) or hours <= 0:
-            raise ConfigError(f"plan: hours must be a positive number, got {hours!r}",
-                              field="hours")
-        end = start + timedelta(hours=hours)
-        return self._dispatcher.call(self._dispatcher.plan, start.astimezone(dt_timezone.utc),
-                                     end.astimezone(dt_timezone.utc))
+        if isinstance(hours, bool) or not isinstance(hours, (int, float)) \
+                or not 0 < hours <= MAX_PLAN_HOURS:
+            raise ConfigError(f"plan: hours must be a positive number up to {MAX_PLAN_HOURS} "
+                              f"(ten years), got {hours!r}", field="hours")
+        try:
+            end = start + timedelta(hours=hours)
+            return self._dispatcher.call(self._dispatcher.plan,
+                                         start.astimezone(dt_timezone.utc),
+                                         end.astimezone(dt_timezone.utc))
+        except OverflowError:
+            raise ConfigError(f"plan: the window from {start.isoformat()} for {hours} hours "
+                              f"goes past the year 9999; choose an earlier start",
+                              field="start") from None
 
     def add_listener(self, callback: Callable[[RunEvent], Any]) -> None:
         """Call ``callback(event)`` for every run event; its errors are logged and ignored."""
@@ -335,7 +357,7 @@ class WorkerOrchestrator:
         self._events.remove_listener(callback)
 
 
-def _parse_http(value) -> tuple[str, int] | None:
+def parse_http(value) -> tuple[str, int] | None:
     """``"host:port"`` -> ``(host, port)``; ``None``/``False`` -> ``None``."""
     if value is None or value is False:
         return None

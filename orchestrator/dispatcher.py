@@ -35,7 +35,8 @@ from typing import Any, Callable
 from loguru import logger
 
 from .clock import SystemClock
-from .config import OverlapPolicy, WorkerConfig, WorkerExecutionMode, suggest
+from .config import (MAX_SECONDS, OverlapPolicy, WorkerConfig, WorkerExecutionMode,
+                     check_name, suggest)
 from .errors import ConfigError, UnknownWorkerError
 from .events import EventBus, RunEvent
 from .execution.base import AttemptResult, RunExecutor, RunFuture, RunSpec
@@ -73,6 +74,7 @@ class WorkerState:
     last_due: datetime | None = None          # the newest due time that fired
     missed: int = 0                           # due times missed while down (S4)
     fresh_upstreams: set[str] = dataclasses.field(default_factory=set)
+    steered_before_start: bool = False        # enable/disable called before start()
     skipped: int = 0
     coalesced: int = 0
 
@@ -149,6 +151,10 @@ class Dispatcher:
             self._commands.put((function, args, reply))
             self._wakeup.set()
         return reply.result()
+
+    def on_dispatcher_thread(self) -> bool:
+        """True in the dispatcher thread itself (a listener, for example)."""
+        return self._thread is threading.current_thread()
 
     def post(self, function: Callable[..., Any], *args) -> None:
         """Queue ``function(*args)`` for the dispatcher thread without waiting for it."""
@@ -295,12 +301,17 @@ class Dispatcher:
         self._make_pending(state, due_at, cause)
 
     def _make_pending(self, state: WorkerState, due_at: datetime, cause: Cause,
-                      waiter: concurrent.futures.Future | None = None) -> PendingRun:
+                      waiter: concurrent.futures.Future | None = None) -> PendingRun | None:
+        """Make or join ``state``'s pending run; ``None`` once the orchestrator stops (a run
+        that could never start is not created, so none is left without a record)."""
+        if self.state in ("stopping", "stopped"):
+            return None
         pending = self._pending.get(state.name)
         if pending is None:
             pending = PendingRun(RunRecord(new_run_id(), state.name, cause, due_at),
                                  next(self._seq))
             self._pending[state.name] = pending
+            self.store.save(pending.record)  # a crash before it starts cannot lose it
             self._emit("due", pending.record, message=str(cause))
         else:
             state.coalesced += 1
@@ -363,7 +374,8 @@ class Dispatcher:
             command=config.command, shell=config.shell, env=config.env, cwd=config.cwd,
             timeout_seconds=config.timeout_seconds,
             kill_grace_seconds=config.kill_grace_seconds,
-            memory_limit_mb=config.memory_limit_mb, kill_leftovers=config.kill_leftovers)
+            memory_limit_mb=config.memory_limit_mb, kill_leftovers=config.kill_leftovers,
+            user=config.user)
         self.store.save(record)  # the record exists before the process does
         if record.attempts == 1:
             self._persist(state)  # the last start, which a restart resumes from
@@ -409,7 +421,7 @@ class Dispatcher:
     def _retry(self, state: WorkerState, running: RunningRun, attempt: AttemptResult) -> None:
         record = running.record
         record.retry()
-        delay = state.config.retry_delay_seconds * 2 ** (record.attempts - 1)
+        delay = backoff(state.config.retry_delay_seconds, record.attempts)
         self._emit(attempt.outcome.value, record, duration=attempt.duration_seconds,
                    message=attempt.error or "", final=False)
         self._emit("retried", record, message=f"attempt {record.attempts + 1} of "
@@ -420,6 +432,7 @@ class Dispatcher:
             queued.record.error = f"coalesced into the retry of run {record.run_id}"
             queued.record.finish(Outcome.SKIPPED, self.clock.now())
             self.store.save(queued.record)
+            self._emit("skipped", queued.record, message=queued.record.error)
             waiters += queued.waiters
         not_before = self.clock.now() + timedelta(seconds=delay)
         self._pending[state.name] = PendingRun(record, next(self._seq), not_before, waiters)
@@ -459,8 +472,8 @@ class Dispatcher:
                 and self.state == "running" and state.name not in self._pending):
             delay = 0.0
             if state.consecutive_failures:
-                delay = min(state.config.retry_delay_seconds
-                            * 2 ** (state.consecutive_failures - 1), MAX_BACKOFF_SECONDS)
+                delay = min(backoff(state.config.retry_delay_seconds,
+                                    state.consecutive_failures), MAX_BACKOFF_SECONDS)
             self._set_next_due(state, now + timedelta(seconds=delay))
         self._persist(state)
         for waiter in waiters:
@@ -478,7 +491,7 @@ class Dispatcher:
                  "ORCHESTRATOR_ERROR": record.error or "",
                  "ORCHESTRATOR_RUN_ID": record.run_id},
             cwd=config.cwd, timeout_seconds=ON_FAILURE_TIMEOUT_SECONDS,
-            kill_grace_seconds=config.kill_grace_seconds)
+            kill_grace_seconds=config.kill_grace_seconds, user=config.user)
 
         def report(done: concurrent.futures.Future) -> None:
             attempt: AttemptResult = done.result()
@@ -529,6 +542,8 @@ class Dispatcher:
                         raise UnknownWorkerError(
                             f"worker {name!r}: {field} names {other!r}, which is not "
                             f"registered; register {other!r} first", worker=name, field=field)
+        if self.state in ("running", "stopping"):
+            self._check_dependency_modes(config)
         self._graph.add_worker(name, config.depends_on, config.blocks)
         state = WorkerState(config)
         self._workers[name] = state
@@ -544,39 +559,75 @@ class Dispatcher:
         if self.state != "created":
             return
         self._graph.check_known()
+        for state in self._workers.values():
+            self._check_dependency_modes(state.config)
         now = self.clock.now()
         self._restore(now)
         self.state = "running"
         for state in self._workers.values():
             self._begin_worker(state, now)
 
+    def _check_dependency_modes(self, config: WorkerConfig) -> None:
+        """A continuous worker is always running or due again, so nothing could ever wait
+        for it to be idle: a dependency on one is refused."""
+        for dependency in config.depends_on:
+            other = self._workers.get(dependency)
+            if other is not None and \
+                    other.config.execution_mode is WorkerExecutionMode.CONTINUOUS:
+                raise ConfigError(
+                    f"worker {config.name!r}: depends_on names {dependency!r}, a continuous "
+                    f"worker, which is always running or about to; nothing could ever run "
+                    f"after it. Make {dependency!r} scheduled, or remove it from depends_on",
+                    worker=config.name, field="depends_on")
+
     def _restore(self, now: datetime) -> None:
+        """Bring back what a previous instance saved, and settle the runs it left open."""
         saved = self.store.load_workers()
         for name, state in self._workers.items():
             values = saved.get(name)
             if values is None:
                 continue
-            for field in ("enabled", "disabled_reason", "consecutive_failures", "last_run",
-                          "last_success", "last_error", "last_outcome", "last_duration",
-                          "last_due", "cpu_seconds", "peak_rss_bytes", "missed"):
+            fields = ["last_run", "last_success", "last_error", "last_outcome", "last_duration",
+                      "last_due", "cpu_seconds", "peak_rss_bytes", "missed"]
+            if not state.steered_before_start:  # an enable/disable before start() wins
+                fields += ["enabled", "disabled_reason", "consecutive_failures"]
+            for field in fields:
                 setattr(state, field, values[field])
+            if not state.enabled:
+                self._drop_pending(name, "worker disabled (as saved in the state file)")
         for record in self.store.unfinished():
-            if record.pid is not None and record.pid_create_time is not None:
-                from .execution.stale import kill_stale
-                if kill_stale(record.pid, record.pid_create_time):
-                    logger.warning("killed process {} left running by a previous instance "
-                                   "(run {} of {})", record.pid, record.run_id, record.worker)
-            # Only started runs are saved unfinished (running, or pending between attempts).
+            self._settle_unfinished(record, now)
+
+    def _settle_unfinished(self, record: RunRecord, now: datetime) -> None:
+        """A run a previous instance left open: kill what is left of it, then either queue
+        it again (a due time that never started, still within its misfire grace) or record
+        how it ended."""
+        state = self._workers.get(record.worker)
+        if record.pid is not None and record.pid_create_time is not None:
+            from .execution.stale import kill_stale
+            if kill_stale(record.pid, record.pid_create_time):
+                logger.warning("killed process {} left running by a previous instance "
+                               "(run {} of {})", record.pid, record.run_id, record.worker)
+        scheduled = record.cause in (Cause.SCHEDULE, Cause.CATCH_UP)
+        if record.attempts == 0:
+            if (scheduled and state is not None and state.enabled
+                    and record.worker not in self._pending
+                    and (now - record.due_at).total_seconds() <= _misfire_grace(state.config)):
+                self._pending[record.worker] = PendingRun(record, next(self._seq))
+                self._emit("due", record, message="due before the restart; runs late, once")
+                return
+            record.error = "the orchestrator stopped before this run started"
+            record.finish(Outcome.MISSED if scheduled else Outcome.INTERRUPTED, now)
+        else:
             record.error = (f"the orchestrator stopped during attempt {record.attempts}"
                             if record.state is RunState.RUNNING else
                             f"the orchestrator stopped before attempt {record.attempts + 1}")
             record.finish(Outcome.INTERRUPTED, now)
-            self.store.save(record)
-            state = self._workers.get(record.worker)
             if state is not None:
                 state.last_outcome = Outcome.INTERRUPTED
                 self._persist(state)
-            self._emit(record.outcome.value, record, message=record.error)
+        self.store.save(record)
+        self._emit(record.outcome.value, record, message=record.error)
 
     def _begin_worker(self, state: WorkerState, now: datetime) -> None:
         config = state.config
@@ -603,9 +654,7 @@ class Dispatcher:
     def _catch_up(self, state: WorkerState, first: datetime, now: datetime) -> None:
         """Due times passed while the orchestrator was down: one catch-up run at most."""
         config = state.config
-        grace = config.misfire_grace_seconds
-        if grace is None:
-            grace = config.interval_seconds if config.interval_seconds is not None else 3600.0
+        grace = _misfire_grace(config)
         catch_up, missed, exact = missed_while_down(state.schedule, first, now, grace)
         if missed:
             state.missed += missed
@@ -638,10 +687,10 @@ class Dispatcher:
     def trigger(self, name: str) -> concurrent.futures.Future | None:
         """Make ``name`` pending now; the future receives the run's final record.
 
-        :returns: ``None`` if the worker is disabled.
+        :returns: ``None`` if the worker is disabled or the orchestrator is stopping.
         """
         state = self._state(name)
-        if not state.enabled:
+        if not state.enabled or self.state in ("stopping", "stopped"):
             return None
         waiter: concurrent.futures.Future = concurrent.futures.Future()
         pending = self._make_pending(state, self.clock.now(), Cause.MANUAL, waiter)
@@ -650,6 +699,7 @@ class Dispatcher:
 
     def enable(self, name: str) -> None:
         state = self._state(name)
+        state.steered_before_start |= self.state == "created"
         state.enabled = True
         state.disabled_reason = None
         state.consecutive_failures = 0  # also on an enabled worker: the event says so
@@ -663,6 +713,7 @@ class Dispatcher:
     def disable(self, name: str, stop: bool = False,
                 reason: str = "disabled by disable_worker()") -> None:
         state = self._state(name)
+        state.steered_before_start |= self.state == "created"
         if state.enabled:
             state.enabled = False
             state.disabled_reason = reason
@@ -698,6 +749,7 @@ class Dispatcher:
     # -- reading (run as the owner) -------------------------------------------------------
 
     def _state(self, name: str) -> WorkerState:
+        check_name(name)
         state = self._workers.get(name)
         if state is None:
             hint = suggest(name, self._workers)
@@ -727,7 +779,7 @@ class Dispatcher:
         return records
 
     def plan(self, start: datetime, end: datetime) -> list[tuple[datetime, str]]:
-        """Due times of every enabled scheduled worker in ``[start, end)``."""
+        """Due times of every scheduled worker in ``[start, end)``."""
         self._graph.check_known()
         out = []
         for state in self._workers.values():
@@ -768,3 +820,15 @@ class Dispatcher:
     def _emit_worker(self, kind: str, state: WorkerState, message: str = "") -> None:
         self.events.emit(RunEvent(kind, state.name, self.clock.now(), message=message))
 
+
+def backoff(delay: float, failures: int) -> float:
+    """``delay * 2**(failures-1)``, bounded so that no count of failures overflows it."""
+    return min(delay * 2.0 ** min(failures - 1, 40), MAX_SECONDS)
+
+
+def _misfire_grace(config: WorkerConfig) -> float:
+    """How late a due time missed while down may still run: the option, else one interval,
+    else (cron) an hour."""
+    if config.misfire_grace_seconds is not None:
+        return config.misfire_grace_seconds
+    return config.interval_seconds if config.interval_seconds is not None else 3600.0

@@ -101,7 +101,7 @@ def reason(dispatcher, state, now: datetime, tz: tzinfo) -> str:
         if dispatcher.state == "created":
             return "due, but the orchestrator has not been started"
         if dispatcher.state != "running":
-            return "the orchestrator is stopping"
+            return f"the orchestrator is {dispatcher.state}"
         if pending.not_before is not None and pending.not_before > now:
             return (f"retry {pending.record.attempts + 1} of {config.max_retries + 1} at "
                     f"{_clock(pending.not_before, now, tz)} after: "

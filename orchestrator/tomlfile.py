@@ -229,6 +229,9 @@ def _orchestrator_options(settings: dict, directory: str, fail) -> dict[str, Any
         if not token:
             fail(f"[orchestrator] http_token_file {value!r} is empty; write the token into "
                  f"it", field="http_token_file")
+        if not token.isascii() or not token.isprintable() or " " in token:
+            fail(f"[orchestrator] http_token_file {value!r} must hold printable ASCII without "
+                 f"spaces (it is sent in an HTTP header)", field="http_token_file")
         options["http_token"] = token
     return options
 

@@ -87,3 +87,9 @@ def hold_memory(config):
         block[offset] = 1
     gate(config)
     return len(block)
+
+
+def whoami():
+    """The account the run executes as."""
+    import pwd
+    return pwd.getpwuid(os.geteuid()).pw_name, os.getegid()

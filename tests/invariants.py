@@ -108,3 +108,11 @@ def check_history(records, events) -> None:
             raise Violation(f"run {run_id} started but has no record")
         if finals[run_id] - retried[run_id] != 1:
             raise Violation(f"run {run_id} ended {finals[run_id] - retried[run_id]} times")
+    for event in events:  # every run that became due ended, once, with a record
+        if event.kind == "due":
+            if event.run_id not in by_id:
+                raise Violation(f"run {event.run_id} of {event.worker} became due but has no "
+                                f"record")
+            if finals[event.run_id] - retried[event.run_id] != 1:
+                raise Violation(f"run {event.run_id} of {event.worker} became due and ended "
+                                f"{finals[event.run_id] - retried[event.run_id]} times")

@@ -427,3 +427,15 @@ def test_run_at_start_gives_one_run_when_the_orchestrator_starts():
     h.advance(3600)
     assert h.running == []
     assert [r.cause.value for r in h.history("boot")] == ["startup"]
+
+
+def test_a_very_long_failure_streak_keeps_backing_off():
+    h = Harness()
+    h.add("loop", execution_mode="continuous", max_retries=0, retry_delay_seconds=1,
+          max_consecutive_failures=None)
+    h.start()
+    for _ in range(1100):  # past 2**1024: the back-off must not overflow
+        h.finish("loop", "failed")
+        h.advance(300)
+    assert h.running == ["loop"]
+    assert h.status("loop")["consecutive_failures"] == 1100

@@ -355,3 +355,4 @@ def test_status_shows_live_cpu_and_memory_while_a_run_goes_on(make, journal_dir)
     wait_for(lambda: finished(orch, "hungry"), timeout=60)
     done = orch.get_status()["worker_states"]["hungry"]
     assert done["rss_bytes"] is None and done["peak_rss_bytes"] > 80_000_000
+

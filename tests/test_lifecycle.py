@@ -123,3 +123,43 @@ def test_decorator_refuses_nested_functions():
         @orch.worker(execution_mode="triggered")
         def inner():
             return 1
+
+
+def test_stop_before_start_leaves_it_usable():
+    orch = make()
+    orch.register_worker("w", ok, execution_mode="triggered")
+    orch.stop()
+    orch.start()
+    assert orch.trigger_worker("w", wait=True, timeout=30)
+    orch.stop()
+
+
+def test_listeners_cannot_deadlock_the_dispatcher():
+    orch = make()
+    errors = []
+
+    def impatient(event):
+        if event.kind == "succeeded":
+            for call in (lambda: orch.trigger_worker("w", wait=True),
+                         lambda: orch.stop()):
+                try:
+                    call()
+                except OrchestratorError as error:
+                    errors.append(str(error))
+
+    orch.add_listener(impatient)
+    orch.register_worker("w", ok, execution_mode="triggered")
+    with orch:
+        assert orch.trigger_worker("w", wait=True, timeout=30)
+    assert len(errors) == 2
+    assert "use wait=False there" in errors[0]
+    assert "call it from another thread" in errors[1]
+
+
+def test_nothing_becomes_due_once_stopped():
+    orch = make()
+    orch.register_worker("w", ok, execution_mode="triggered")
+    orch.start()
+    orch.stop()
+    assert orch.trigger_worker("w") is False
+    assert orch.get_status()["pending"] == [] and orch.history("w") == []

@@ -267,3 +267,44 @@ def test_processes_of_interrupted_runs_are_killed_by_pid_and_creation_time(path)
 
 def job_for_state():
     return None
+
+
+def test_calls_before_start_meet_the_saved_state(path):
+    h = boot(path, a={"execution_mode": "triggered"}, b={"execution_mode": "triggered"})
+    h.dispatcher.disable("a")
+    h.dispatcher.disable("b")
+    h.crash()
+    orch = WorkerOrchestrator(state_path=path, executor=InlineExecutor())
+    orch.register_worker("a", job_for_state, execution_mode="triggered")
+    orch.register_worker("b", job_for_state, execution_mode="triggered")
+    assert orch.trigger_worker("a") is True  # not known to be disabled until start()
+    orch.enable_worker("b")                   # an explicit call before start() wins
+    orch.start()
+    status = orch.get_status()["worker_states"]
+    assert status["a"]["enabled"] is False and status["a"]["pending"] is False
+    assert orch.history("a")[0].outcome.value == "cancelled"  # never ran while disabled
+    assert status["b"]["enabled"] is True
+    orch.stop()
+
+
+def test_a_due_run_that_never_started_survives_a_crash(path):
+    options = {"cron": "0 12 * * *", "depends_on": ["up"]}
+    h = boot(path, start=START - timedelta(seconds=30), up={"execution_mode": "triggered"},
+             nightly=options)
+    h.advance(30)
+    assert h.status("nightly")["pending"] is True  # waits: 'up' never ran
+    h.crash()
+    h2 = boot(path, start=START + timedelta(minutes=5), up={"execution_mode": "triggered"},
+              nightly=options)
+    assert h2.status("nightly")["pending"] is True  # queued again: within the hour's grace
+    [record] = h2.history("nightly")
+    assert record.due_at == START and record.state.value == "pending"
+    h2.trigger("up")
+    h2.finish("up")
+    h2.finish("nightly")
+    assert [r.outcome.value for r in h2.history("nightly")] == ["succeeded"]
+    h2.crash()
+    # beyond the grace, a run that never started is recorded as missed, not run
+    h3 = boot(path, start=START + timedelta(days=1, hours=3),
+              up={"execution_mode": "triggered"}, nightly=options)
+    assert "missed" in [r.outcome.value for r in h3.history("nightly") if r.outcome]

@@ -234,3 +234,33 @@ def test_user_option(orch):
 def test_reboot_nickname_points_at_run_at_start(orch):
     refused(orch, "w", job, cron="@reboot", match="use execution_mode='triggered' with "
                                                   "run_at_start=True")
+
+
+def test_a_dependency_on_a_continuous_worker_is_refused_at_start():
+    orch = WorkerOrchestrator(executor=InlineExecutor())
+    orch.register_worker("consume", job, execution_mode="triggered", depends_on=["feed"])
+    orch.register_worker("feed", job, execution_mode="continuous")
+    with pytest.raises(ConfigError, match="worker 'consume': depends_on names 'feed', a "
+                                          "continuous worker"):
+        orch.start()
+    orch.stop()
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("env", {"A=B": "x"}, "env has an invalid entry 'A=B'"),
+    ("env", {"A": "x\0y"}, "env has an invalid entry 'A'"),
+    ("interval_seconds", 1e-9, "must be at least 0.001"),
+    ("max_retries", 10**6, "max_retries must be at most 1000"),
+])
+def test_more_bad_values(orch, field, value, match):
+    refused(orch, "w", job, match=match, **{field: value})
+
+
+def test_nul_in_a_command_is_refused(orch):
+    refused(orch, "w", command=["echo", "a\0b"], match="contains a NUL character")
+
+
+@pytest.mark.parametrize("name", [123, None, ["a"]])
+def test_calls_with_a_name_that_is_not_a_string(orch, name):
+    with pytest.raises(ConfigError, match="name must be a non-empty string"):
+        orch.trigger_worker(name)

@@ -47,6 +47,7 @@ class RunSpec:
     kill_grace_seconds: float = 3.0
     memory_limit_mb: float | None = None
     kill_leftovers: bool = True
+    user: str | None = None  # run as this account (the executor must be root to switch)
 
 
 @dataclasses.dataclass

@@ -78,6 +78,9 @@ class InlineExecutor(RunExecutor):
     def _call(spec: RunSpec):
         if spec.function is None:
             return Outcome.FAILED, None, "InlineExecutor runs functions only, not commands", None
+        if spec.user is not None:
+            return (Outcome.FAILED, None, f"InlineExecutor runs in this process and cannot run "
+                                          f"as user {spec.user!r}", None)
         try:
             value = spec.function(spec.argument) if spec.pass_argument else spec.function()
         except Exception as error:  # the attempt's failure is its result
