@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import time
 from datetime import datetime
 
 from loguru import logger
@@ -83,6 +84,8 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+#: Tries at the instance lock before another holder is assumed (20 ms apart).
+LOCK_ATTEMPTS = 5
 
 _RUN_COLUMNS = ("run_id", "worker", "cause", "due_at", "state", "started_at", "ended_at",
                 "outcome", "attempts", "exit_code", "signal", "pid", "pid_create_time",
@@ -151,7 +154,7 @@ class StateStore:
             raise StateError(f"state file {self.path} cannot be used: cannot open its lock "
                              f"file: {error.strerror}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_exclusive(fd)
         except BlockingIOError:
             holder = _holder(fd)[0] or "unknown"
             os.close(fd)
@@ -277,6 +280,22 @@ class StateReader:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+def _flock_exclusive(fd: int) -> None:
+    """Take the instance lock, or raise BlockingIOError if another instance holds it.
+
+    A reader (``orchestrator status``) probes the lock with a shared lock held for a few
+    microseconds; a few quick retries keep such a probe from refusing a real start.
+    """
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == LOCK_ATTEMPTS - 1:
+                raise
+            time.sleep(0.02)
+
 
 def _holder(fd: int) -> tuple[str | None, str | None]:
     """``(pid, url)`` as the lock file's holder wrote them."""
