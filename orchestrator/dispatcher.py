@@ -208,7 +208,8 @@ class Dispatcher:
         if self.state != "running":
             return None if self._commands.empty() else 0.0
         now = self.clock.now()
-        self._fire_due(now)
+        with self.store.batch():  # one transaction for the step's due records
+            self._fire_due(now)
         self._admit(now)
         if not self._commands.empty():
             return 0.0
@@ -397,6 +398,10 @@ class Dispatcher:
     # -- a run ends -----------------------------------------------------------------------
 
     def _finished(self, name: str, future: RunFuture) -> None:
+        with self.store.batch():  # the record and its worker's counters, together
+            self._book_attempt(name, future)
+
+    def _book_attempt(self, name: str, future: RunFuture) -> None:
         running = self._running.get(name)
         if running is None or running.future is not future:
             return

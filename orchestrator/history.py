@@ -9,6 +9,7 @@ state is persistent; here the worker-state methods have nothing to keep.
 from __future__ import annotations
 
 import collections
+import contextlib
 
 from .runs import RunRecord
 
@@ -48,6 +49,9 @@ class MemoryHistory:
 
     def announce(self, url: str) -> None:
         pass
+
+    def batch(self):
+        return contextlib.nullcontext()
 
     def load_workers(self) -> dict[str, dict]:
         return {}

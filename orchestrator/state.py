@@ -107,6 +107,7 @@ class StateStore:
         self.limit_per_worker = limit_per_worker
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._in_batch = False
         self.write_errors = 0
 
     # -- opening and closing -------------------------------------------------------------
@@ -188,17 +189,48 @@ class StateStore:
                     "(SELECT due_at FROM runs WHERE worker = ? ORDER BY due_at DESC "
                     "LIMIT 1 OFFSET ?)", (worker, worker, self.limit_per_worker - 1))
 
+    @contextlib.contextmanager
+    def batch(self):
+        """Commit every write made inside as one transaction (a run's record and its
+        worker's counters change together, or not at all)."""
+        if self._db is None or self._in_batch:
+            yield
+            return
+        try:
+            self._db.execute("BEGIN")
+        except sqlite3.Error as error:
+            self._write_failed(error)
+            yield
+            return
+        self._in_batch = True
+        try:
+            yield
+        finally:
+            self._in_batch = False
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as error:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                self._write_failed(error)
+
     def _write(self, sql: str, parameters) -> None:
         if self._db is None:
             return
         try:
+            if self._in_batch:
+                self._db.execute(sql, parameters)
+                return
             with self._db:
                 self._db.execute(sql, parameters)
         except sqlite3.Error as error:
-            # The orchestrator keeps scheduling from memory; the record is logged instead.
-            self.write_errors += 1
-            logger.error("state file {}: write failed ({}); the change is kept in memory "
-                         "only", self.path, error)
+            self._write_failed(error)
+
+    def _write_failed(self, error: sqlite3.Error) -> None:
+        # The orchestrator keeps scheduling from memory; the failure is logged instead.
+        self.write_errors += 1
+        logger.error("state file {}: write failed ({}); the change is kept in memory only",
+                     self.path, error)
 
     # -- reading -------------------------------------------------------------------------
 
