@@ -386,6 +386,33 @@ def test_command_that_cannot_start_fails(executor, command, cwd, error):
     assert result.pid is None
 
 
+def test_function_runs_in_its_working_directory(executor, tmp_path):
+    result = run(executor, function_spec(os.getcwd, cwd=str(tmp_path)))
+    assert result.outcome is Outcome.SUCCEEDED
+    assert result.result == str(tmp_path)
+
+
+def test_function_with_a_missing_working_directory_fails_to_start(executor, tmp_path):
+    missing = tmp_path / "gone"
+    future = executor.submit_run(function_spec(workers.constant, cwd=str(missing)))
+    result = future.result(timeout=RESULT_WAIT)
+    assert result.outcome is Outcome.FAILED
+    assert result.error == (f"cannot start 'constant': working directory {str(missing)!r}: "
+                            f"[Errno 2] No such file or directory")
+    assert result.pid is None
+
+
+def test_runs_of_newly_imported_modules_keep_starting(executor):
+    # The first run of a module the launcher has not loaded yet makes it drop the processes
+    # it forked ahead of time; the runs after it must still start, one after the other and
+    # two at a time.
+    assert run(executor, function_spec(os.getpid)).outcome is Outcome.SUCCEEDED
+    for _ in range(3):
+        assert run(executor, function_spec(workers.double, 4)).result == 8
+    futures = [executor.submit_run(function_spec(workers.double, n)) for n in range(6)]
+    assert [f.result(timeout=RESULT_WAIT).result for f in futures] == [0, 2, 4, 6, 8, 10]
+    assert len({f.pid for f in futures}) == 6
+
 def _peak_rss_since_reset() -> int | None:
     """Reset this process's RSS high-water mark; return a reader for it (None if unsupported)."""
     try:

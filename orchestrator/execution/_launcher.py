@@ -8,12 +8,14 @@ length and a pickle::
     ------------                          --------------------                 -------------
     ("init", preparation, interval) -->   multiprocessing.spawn.prepare()
                                           (sys.path, cwd, the user's __main__)
-                                          fork a spare ---------------------->  spare: waits
-    ("run", job, limits, token,     -->   hand the job to the spare ---------->  function: call
+                                          fork two spares ------------------->  spare: waits
+    ("run", job, limits, token,     -->   hand the job to a spare ----------->  function: call
          child job, modules)              import the modules of its function     command: exec
-                                          and argument; when idle, fork the
-                                          next spare
-                        <-- ("started", job, pid, start ticks, epoch)  (status pipe closed)
+                                          and argument; when idle and none
+                                          is left, fork the next two
+                        <-- ("started", job, pid, start ticks, epoch)  (function: handed
+                                                                        over; command:
+                                                                        status pipe closed)
                         <-- ("start_failed", job, message)             (exec or chdir failed)
     ("kill", job, outcome, error, now) -> SIGTERM to the run's tree; SIGKILL after the grace
     ("kill_all", outcome, error)    -->
@@ -36,7 +38,7 @@ Each run is its own process group, dies with the launcher (PR_SET_PDEATHSIG), an
 ``ORCHESTRATOR_RUN_TOKEN`` in its environment. The launcher is a child subreaper, so a
 daemon that double-forked out of a run becomes the launcher's child: it is found by that
 token, and killed with the run. Processes are forked from this process only, which has
-one thread and little memory, so a fork costs about a millisecond; the next one is forked
+one thread and little memory, so a fork costs about a millisecond; the next ones are forked
 ahead of time, so a run starts as soon as its job arrives.
 """
 
@@ -57,15 +59,19 @@ import os  # noqa: E402
 import pickle  # noqa: E402
 import selectors  # noqa: E402
 import signal  # noqa: E402
+import stat  # noqa: E402
 import struct  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
+
+import _signal  # noqa: E402
 
 TAIL_BYTES = 64 * 1024
 RUN_TOKEN_VARIABLE = "ORCHESTRATOR_RUN_TOKEN"
 IMPORTING_VARIABLE = "ORCHESTRATOR_LAUNCHER_IMPORTING"  # set while loading user modules
 LEFTOVER_WAIT_SECONDS = 5.0   # how long SIGKILLed leftovers may take to exit
 EXIT_WAIT_SECONDS = 10.0      # at exit, how long to wait for every run to be gone
+SPARES = 2                    # processes forked ahead of time, together, when none is left
 _FRAME = struct.Struct(">Q")
 _READ_SIZE = 256 * 1024
 _PIPE_SIZE = 256 * 1024       # fewer wake-ups for a run that prints a lot
@@ -76,6 +82,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _TOKEN_PREFIX = (RUN_TOKEN_VARIABLE + "=").encode()
+_SIGCHLD, _SIGTERM, _SIGHUP, _SIGINT = (int(number) for number in (
+    signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGINT))
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -95,9 +103,11 @@ def _spare_main(launcher_pid: int, job_read: int, status_write: int, out_write: 
     if os.getppid() != launcher_pid:  # the launcher died before PDEATHSIG was armed
         os._exit(1)
     signal.set_wakeup_fd(-1)
-    for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The C functions: signal.signal would turn each previous handler (the launcher's Python
+    # functions) into an enum, through a caught ValueError, several times slower.
+    for number in (_SIGCHLD, _SIGTERM, _SIGHUP):
+        _signal.signal(number, _signal.SIG_DFL)
+    _signal.signal(_SIGINT, signal.default_int_handler)
     try:
         os.setpgid(0, 0)
     except OSError:  # the launcher did it first
@@ -123,13 +133,15 @@ def _spare_main(launcher_pid: int, job_read: int, status_write: int, out_write: 
 
 def _set_environment(full: dict[str, str] | None, extra: dict[str, str]) -> None:
     """Make os.environ ``full`` (None: keep the launcher's) updated with ``extra``."""
+    environ = os.environ
     if full is not None:
-        for name in [name for name in os.environ if name not in full]:
-            del os.environ[name]
+        for name in [name for name in environ if name not in full]:
+            del environ[name]
         for name, value in full.items():
-            if os.environ.get(name) != value:
-                os.environ[name] = value
-    os.environ.update(extra)
+            if environ.get(name) != value:
+                environ[name] = value
+    for name, value in extra.items():  # not environ.update: the generic one is slower
+        environ[name] = value
 
 
 def _exec_command(job: tuple, status_write: int) -> None:
@@ -171,11 +183,13 @@ def _call_function(job: tuple, status_write: int, result_write: int) -> None:
             os.chdir(cwd)
         except OSError as exc:
             _fail_start(status_write, "cwd", exc)
+    # Started: nothing below can fail to start, and the orchestrator, waiting for this,
+    # goes on while the rest is set up. (User code runs only once the function is loaded.)
+    os.close(status_write)
     _set_environment(full_env, extra_env)
     sys.path[:] = sys_path
     atexit._clear()  # the launcher's exit handlers are not the run's
     code = 0
-    os.close(status_write)  # started: unpickling may already run user code
     try:
         function, pass_argument, argument = pickle.loads(call)
     except BaseException as exc:  # reported to the orchestrator, which records it
@@ -308,6 +322,7 @@ class _Spare:
 
     def __init__(self, pid, job_write, status_read, out_read, err_read, result_read):
         self.pid = pid
+        self.start_ticks = _start_ticks(pid)  # read now, off the path of a start
         self.job_write = job_write
         self.status_read = status_read
         self.out_read = out_read
@@ -331,7 +346,9 @@ class _Run:
         self.limits = limits
         self.token = token
         self.pid = spare.pid
+        self.start_ticks = spare.start_ticks
         self.starting = True  # until the status pipe closes
+        self.start_reported = False
         self.start_failed = False
         self.status_read = spare.status_read
         os.set_blocking(self.status_read, False)
@@ -382,7 +399,7 @@ class Launcher:
         self.selector.register(self.wake_read, selectors.EVENT_READ, self._on_signal)
         self.runs: dict[int, _Run] = {}          # job id -> run in progress
         self.by_pid: dict[int, _Run] = {}        # pid of a run not yet reaped -> run
-        self.spare: _Spare | None = None
+        self.spares: dict[int, _Spare] = {}     # pid -> process forked ahead, oldest first
         self.sample_interval = 0.5
         self.sample_at: float | None = None
         self.closing = False                      # the orchestrator is gone or done
@@ -411,9 +428,9 @@ class Launcher:
             if exit_by is not None:
                 timeout = max(0.0, exit_by - time.monotonic()) if timeout is None \
                     else min(timeout, max(0.0, exit_by - time.monotonic()))
-            # Fork the next run's process ahead of time, but only when idle: not before a
+            # Fork the next runs' processes ahead of time, but only when idle: not before a
             # start just handed over has been reported (a fork takes a millisecond or more).
-            want_spare = self.spare is None and self.ready and not self.closing and \
+            want_spare = not self.spares and self.ready and not self.closing and \
                 not any(run.starting for run in self.runs.values())
             if want_spare:
                 timeout = 0
@@ -423,9 +440,14 @@ class Launcher:
                 if self.selector.get_map().get(key.fd) is key:
                     key.data()
             self._handle_deadlines(time.monotonic())
-            if want_spare and not events and self.spare is None:
-                self._fork_spare()  # idle now: fork the next run's process ahead of time
-        self._drop_spare()
+            if want_spare and not events and not self.spares:
+                # Idle now: fork the next runs' processes, back to back. Each fork shares
+                # every page of this process with the new one again, and the launcher's own
+                # next writes copy them; two forks at once share those copies (a third fewer
+                # page faults per run here).
+                for _ in range(SPARES):
+                    self._fork_spare()
+        self._drop_spares()
 
     def _seconds_to_next_deadline(self) -> float | None:
         deadlines = [d for run in self.runs.values() if (d := run.deadline()) is not None]
@@ -460,7 +482,7 @@ class Launcher:
         self.outbox.clear()
         if self.selector.get_map().get(self.sock) is not None:
             self.selector.unregister(self.sock)
-        self._drop_spare()
+        self._drop_spares()
         for run in list(self.runs.values()):
             self._kill(run, "cancelled", "the orchestrator is gone", immediately=True)
 
@@ -576,11 +598,12 @@ class Launcher:
             os.setpgid(pid, pid)  # also done by the spare; whichever comes first
         except OSError:
             pass
-        self.spare = _Spare(pid, job_write, status_read, out_read, err_read, result_read)
+        self.spares[pid] = _Spare(pid, job_write, status_read, out_read, err_read, result_read)
 
-    def _drop_spare(self) -> None:
-        spare, self.spare = self.spare, None
-        if spare is not None:
+    def _drop_spares(self) -> None:
+        spares = list(self.spares.values())
+        self.spares.clear()
+        for spare in spares:
             spare.close()
             try:
                 os.kill(spare.pid, signal.SIGKILL)
@@ -592,9 +615,9 @@ class Launcher:
                modules: list[str]) -> None:
         frame = _FRAME.pack(len(child_job)) + child_job
         for _attempt in range(2):
-            if self.spare is None:
+            if not self.spares:
                 self._fork_spare()
-            spare, self.spare = self.spare, None
+            spare = self.spares.pop(next(iter(self.spares)))
             try:
                 _write_all(spare.job_write, frame)
             except BrokenPipeError:  # the spare died; its reap is handled as an orphan's
@@ -614,6 +637,11 @@ class Launcher:
             register(tail.fd, selectors.EVENT_READ, lambda t=tail: self._on_output(t))
         if self.sample_at is None:
             self.sample_at = time.monotonic() + self.sample_interval
+        if limits.get("function") and _can_enter(limits.get("workdir")):
+            # A function's spare holds the job now; all that can still fail is its chdir,
+            # into a directory just checked: report the start without waiting for the spare
+            # to say so (should the directory go away meanwhile, start_failed follows).
+            self._report_start(run)
         if modules:
             self._import(limits["sys_path"], modules)
         # The next spare is forked as soon as the loop is idle (see serve).
@@ -626,13 +654,17 @@ class Launcher:
             return
         sys.path[:] = sys_path
         os.environ[IMPORTING_VARIABLE] = "1"
+        imported = False
         for name in missing:
             try:
                 importlib.import_module(name)
+                imported = True
             except BaseException:  # the run itself reports why it cannot be loaded
                 pass
         del os.environ[IMPORTING_VARIABLE]
-        _freeze()
+        if imported:
+            self._drop_spares()  # forked without these modules: the next ones will have them
+            _freeze()
 
     def _on_status(self, run: _Run) -> None:
         try:
@@ -649,8 +681,8 @@ class Launcher:
         os.close(run.status_read)
         run.starting = False
         if not run.status:
-            self._send(("started", run.job_id, run.pid, _start_ticks(run.pid),
-                        run.started_epoch))
+            if not run.start_reported:
+                self._report_start(run)
             return
         stage, number = run.status.decode().split()
         detail = f"[Errno {number}] {os.strerror(int(number))}"
@@ -659,6 +691,10 @@ class Launcher:
         run.start_failed = True
         self._send(("start_failed", run.job_id,
                     f"cannot start {run.limits['program']!r}: {detail}"))
+
+    def _report_start(self, run: _Run) -> None:
+        run.start_reported = True
+        self._send(("started", run.job_id, run.pid, run.start_ticks, run.started_epoch))
 
     def _on_output(self, tail: _Tail) -> None:
         if tail.read() == 0:
@@ -688,9 +724,8 @@ class Launcher:
             run = self.by_pid.pop(pid, None)
             if run is not None:
                 self._on_exit(run, status, usage)
-            elif self.spare is not None and pid == self.spare.pid:
-                self.spare.close()
-                self.spare = None
+            elif pid in self.spares:
+                self.spares.pop(pid).close()
             # else: an orphan adopted as subreaper, or a leftover: reaped, nothing to record
 
     def _on_exit(self, run: _Run, status: int, usage) -> None:
@@ -730,14 +765,12 @@ class Launcher:
         """Whether the reaped run may have left processes behind, without reading all of
         /proc: every process it left is now a descendant of one of the launcher's own
         children (it is their subreaper), so only those need a look."""
-        try:
-            with open(f"/proc/{self.pid}/task/{self.pid}/children", "rb") as file:
-                children = [int(pid) for pid in file.read().split()]
-        except OSError:
+        data = _read_proc(f"/proc/{self.pid}/task/{self.pid}/children")
+        if data is None:
             return True  # no such file on this kernel: do the full search
-        spare = self.spare.pid if self.spare is not None else None
+        children = [int(pid) for pid in data.split()]
         for pid in children:
-            if pid in self.by_pid or pid == spare:
+            if pid in self.by_pid or pid in self.spares:
                 continue
             ticks = _start_ticks(pid)
             if ticks is None:
@@ -854,7 +887,7 @@ class Launcher:
 
     def _members(self, run: _Run, table: dict, children: dict) -> set[int]:
         """Pids of the run's live processes in ``table`` (root, group, adopted, descendants)."""
-        if run.reaped and (run.pid in self.by_pid or self.spare and self.spare.pid == run.pid):
+        if run.reaped and (run.pid in self.by_pid or run.pid in self.spares):
             roots = set()  # the group is gone and its id was reused
         else:
             roots = {pid for pid, row in table.items() if row[1] == run.pid and row[6] != "Z"}
@@ -878,13 +911,9 @@ class Launcher:
         key = (pid, start)
         if key not in self.tokens_seen:
             token = None
-            try:
-                with open(f"/proc/{pid}/environ", "rb") as file:
-                    for entry in file.read().split(b"\0"):
-                        if entry.startswith(_TOKEN_PREFIX):
-                            token = entry[len(_TOKEN_PREFIX):].decode(errors="replace")
-            except OSError:
-                pass
+            for entry in (_read_proc(f"/proc/{pid}/environ") or b"").split(b"\0"):
+                if entry.startswith(_TOKEN_PREFIX):
+                    token = entry[len(_TOKEN_PREFIX):].decode(errors="replace")
             if len(self.tokens_seen) > 10000:
                 self.tokens_seen.clear()
             self.tokens_seen[key] = token
@@ -959,21 +988,44 @@ def _children_of(table: dict) -> dict[int, list[int]]:
     return children
 
 
+def _can_enter(path: str | None) -> bool:
+    """Whether a process of ours could chdir into ``path`` now."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode) and os.access(path, os.X_OK)
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def _read_proc(path: str) -> bytes | None:
+    """The whole of a /proc file, or None if it cannot be read (the process is gone).
+    With os.open and os.read: a buffered file object costs several times more, and this
+    runs for every run."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    parts = []
+    try:
+        while chunk := os.read(fd, 65536):
+            parts.append(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(parts)
+
+
 def _start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (what psutil's create_time uses)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            data = file.read()
-    except OSError:
+    data = _read_proc(f"/proc/{pid}/stat")
+    if not data:
         return None
     return int(data[data.rfind(b")") + 2:].split()[19])
 
 
 def _group_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            data = file.read()
-    except OSError:
+    data = _read_proc(f"/proc/{pid}/stat")
+    if not data:
         return None
     fields = data[data.rfind(b")") + 2:].split()
     return None if fields[0] == b"Z" else int(fields[2])

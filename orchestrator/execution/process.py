@@ -386,7 +386,7 @@ def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str
     cwd = os.path.abspath(spec.cwd) if spec.cwd is not None else os.getcwd()
     limits = {"timeout": spec.timeout_seconds, "grace": spec.kill_grace_seconds,
               "memory_limit_mb": spec.memory_limit_mb, "kill_leftovers": spec.kill_leftovers,
-              "cwd": spec.cwd}
+              "cwd": spec.cwd, "workdir": cwd, "function": spec.function is not None}
     modules: list[str] = []
     if spec.function is not None:
         try:
