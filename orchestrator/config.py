@@ -432,8 +432,7 @@ class _Checker:
             current = pwd.getpwuid(os.geteuid()).pw_name
             self.fail("user", f"{value!r} differs from the current user {current!r}; only an "
                               f"orchestrator running as root can run workers as another user")
-        self.fail("user", f"{value!r}: running workers as another user is not available in "
-                          f"this release; run this worker's orchestrator as {value!r}")
+        return value
 
     def cwd(self, value: Any) -> str:
         if not isinstance(value, (str, os.PathLike)):

@@ -356,3 +356,21 @@ def test_status_shows_live_cpu_and_memory_while_a_run_goes_on(make, journal_dir)
     done = orch.get_status()["worker_states"]["hungry"]
     assert done["rss_bytes"] is None and done["peak_rss_bytes"] > 80_000_000
 
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_a_worker_runs_as_the_user_it_names(make):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    orch = make()
+    orch.register_worker("as-nobody", command=["id", "-un"], execution_mode="triggered",
+                         user="nobody")
+    orch.register_worker("function-as-nobody", w.whoami, execution_mode="triggered",
+                         user="nobody")
+    orch.register_worker("as-root", command=["id", "-un"], execution_mode="triggered")
+    orch.start()
+    for name in ("as-nobody", "function-as-nobody", "as-root"):
+        assert orch.trigger_worker(name, wait=True, timeout=60), orch.history(name)[0].error
+    assert orch.history("as-nobody")[0].stdout_tail == "nobody\n"
+    assert orch.history("function-as-nobody")[0].result == ("nobody", nobody.pw_gid)
+    assert orch.history("as-root")[0].stdout_tail == "root\n"

@@ -144,8 +144,23 @@ def _set_environment(full: dict[str, str] | None, extra: dict[str, str]) -> None
         environ[name] = value
 
 
+def _become(identity: tuple | None, status_write: int) -> None:
+    """Switch to the run's account (``(name, uid, gid)``), as login(1) would; the launcher
+    runs as root when a worker names another user."""
+    if identity is None:
+        return
+    name, uid, gid = identity
+    try:
+        os.initgroups(name, gid)
+        os.setgid(gid)
+        os.setuid(uid)
+    except OSError as exc:
+        _fail_start(status_write, "user", exc)
+
+
 def _exec_command(job: tuple, status_write: int) -> None:
-    _, argv, cwd, full_env, extra_env = job
+    _, argv, cwd, full_env, extra_env, identity = job
+    _become(identity, status_write)
     if cwd is not None:
         try:
             os.chdir(cwd)
@@ -177,7 +192,8 @@ def _fail_start(status_write: int, stage: str, exc: OSError) -> None:
 
 
 def _call_function(job: tuple, status_write: int, result_write: int) -> None:
-    _, sys_path, cwd, full_env, extra_env, call = job
+    _, sys_path, cwd, full_env, extra_env, call, identity = job
+    _become(identity, status_write)
     if cwd is not None:
         try:
             os.chdir(cwd)
@@ -637,7 +653,8 @@ class Launcher:
             register(tail.fd, selectors.EVENT_READ, lambda t=tail: self._on_output(t))
         if self.sample_at is None:
             self.sample_at = time.monotonic() + self.sample_interval
-        if limits.get("function") and _can_enter(limits.get("workdir")):
+        if limits.get("function") and not limits.get("user") and \
+                _can_enter(limits.get("workdir")):
             # A function's spare holds the job now; all that can still fail is its chdir,
             # into a directory just checked: report the start without waiting for the spare
             # to say so (should the directory go away meanwhile, start_failed follows).
@@ -688,6 +705,8 @@ class Launcher:
         detail = f"[Errno {number}] {os.strerror(int(number))}"
         if stage == "cwd":
             detail = f"working directory {run.limits['cwd']!r}: {detail}"
+        elif stage == "user":
+            detail = f"cannot become user {run.limits['user']!r}: {detail}"
         run.start_failed = True
         self._send(("start_failed", run.job_id,
                     f"cannot start {run.limits['program']!r}: {detail}"))

@@ -37,6 +37,7 @@ import multiprocessing
 import multiprocessing.spawn
 import os
 import pickle
+import pwd
 import secrets
 import shlex
 import signal
@@ -381,12 +382,14 @@ def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str
     # when the orchestrator's has changed since, and the run's own variables always.
     environment = dict(os.environ)
     env = None if environment == base_env else environment
-    extra = dict(spec.env or {})
+    identity, extra = _identity(spec.user)
+    extra.update(spec.env or {})
     extra[RUN_TOKEN_VARIABLE] = token
     cwd = os.path.abspath(spec.cwd) if spec.cwd is not None else os.getcwd()
     limits = {"timeout": spec.timeout_seconds, "grace": spec.kill_grace_seconds,
               "memory_limit_mb": spec.memory_limit_mb, "kill_leftovers": spec.kill_leftovers,
-              "cwd": spec.cwd, "workdir": cwd, "function": spec.function is not None}
+              "cwd": spec.cwd, "workdir": cwd, "function": spec.function is not None,
+              "user": spec.user}
     modules: list[str] = []
     if spec.function is not None:
         try:
@@ -397,13 +400,34 @@ def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str
                                f"{type(exc).__name__}: {exc}") from None
         limits["program"] = spec.worker
         limits["sys_path"] = list(sys.path)
-        child_job = ("function", list(sys.path), cwd, env, extra, call)
+        child_job = ("function", list(sys.path), cwd, env, extra, call, identity)
     else:
         argv = _command_argv(spec)
         limits["program"] = argv[0]
-        child_job = ("command", argv, cwd, env, extra)
+        child_job = ("command", argv, cwd, env, extra, identity)
     return ("run", job_id, limits, token, pickle.dumps(child_job, pickle.HIGHEST_PROTOCOL),
             modules)
+
+
+def _identity(user: str | None) -> tuple[tuple | None, dict[str, str]]:
+    """``((name, uid, gid), login variables)`` for a run as ``user``; ``(None, {})`` for a
+    run as the orchestrator's own account. HOME, USER and LOGNAME are set as cron sets them
+    (the worker's ``env`` may still override them).
+
+    :raises _CannotStart: for a user that does not exist, or when switching needs root.
+    """
+    if user is None:
+        return None, {}
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise _CannotStart(f"user {user!r} does not exist") from None
+    if entry.pw_uid == os.geteuid():
+        return None, {}
+    if os.geteuid() != 0:
+        raise _CannotStart(f"cannot run as user {user!r}: the orchestrator is not root")
+    return ((entry.pw_name, entry.pw_uid, entry.pw_gid),
+            {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name})
 
 
 class _ModuleNotingPickler(pickle.Pickler):
