@@ -479,3 +479,27 @@ def test_sigkill_mid_run_then_restart_records_interrupted_and_loses_nothing(tmp_
     finally:
         restart.send_signal(signal.SIGTERM)
         assert finish(restart) == 0
+
+
+def test_a_read_only_state_file_is_refused_untouched(tmp_path):
+    (tmp_path / "token").write_text("s3cret\n")
+    process, log = start_run(tmp_path, STEERED)
+    wait_for(lambda: "succeeded steady" in log.read_text(), timeout=60)
+    process.send_signal(signal.SIGTERM)
+    assert finish(process) == 0
+    state = tmp_path / "state.db"
+    before = state.read_bytes()
+    if os.geteuid() == 0:  # root writes through permission bits: make the file immutable
+        if subprocess.run(["chattr", "+i", str(state)], capture_output=True).returncode:
+            pytest.skip("cannot make a file read-only for root on this file system")
+        undo = ["chattr", "-i", str(state)]
+    else:
+        state.chmod(0o444)
+        undo = ["chmod", "644", str(state)]
+    try:
+        assert_fails(orchestrator("run", "jobs.toml", cwd=tmp_path),
+                     f"state file {state} cannot be used: attempt to write a readonly database")
+        assert orchestrator("history", "jobs.toml", cwd=tmp_path).returncode == 0  # readable
+    finally:
+        subprocess.run(undo, check=True)
+    assert state.read_bytes() == before
