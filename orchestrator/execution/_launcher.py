@@ -158,14 +158,19 @@ def _become(identity: tuple | None, status_write: int) -> None:
         _fail_start(status_write, "user", exc)
 
 
-def _exec_command(job: tuple, status_write: int) -> None:
-    _, argv, cwd, full_env, extra_env, identity = job
+def _enter(identity: tuple | None, cwd: str | None, status_write: int) -> None:
+    """Become the run's account, then enter its working directory (as that account)."""
     _become(identity, status_write)
     if cwd is not None:
         try:
             os.chdir(cwd)
         except OSError as exc:
             _fail_start(status_write, "cwd", exc)
+
+
+def _exec_command(job: tuple, status_write: int) -> None:
+    _, argv, cwd, full_env, extra_env, identity = job
+    _enter(identity, cwd, status_write)
     for number in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(number, signal.SIG_DFL)
     _set_environment(full_env, extra_env)
@@ -193,12 +198,7 @@ def _fail_start(status_write: int, stage: str, exc: OSError) -> None:
 
 def _call_function(job: tuple, status_write: int, result_write: int) -> None:
     _, sys_path, cwd, full_env, extra_env, call, identity = job
-    _become(identity, status_write)
-    if cwd is not None:
-        try:
-            os.chdir(cwd)
-        except OSError as exc:
-            _fail_start(status_write, "cwd", exc)
+    _enter(identity, cwd, status_write)
     # Started: nothing below can fail to start, and the orchestrator, waiting for this,
     # goes on while the rest is set up. (User code runs only once the function is loaded.)
     os.close(status_write)
