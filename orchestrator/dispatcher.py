@@ -647,10 +647,11 @@ class Dispatcher:
                 state.schedule = Schedule(config, now, self.default_timezone)
                 first = (state.schedule.next_due(state.last_due) if state.last_due is not None
                          and config.cron is not None else None)
-            if first is not None and first <= now:
+            if first is not None and first <= now and state.enabled:
                 self._catch_up(state, first, now)
-            else:
-                self._set_next_due(state, first or state.schedule.first_due(now))
+            else:  # nothing passed, or a disabled worker, which would not have run anyway
+                self._set_next_due(state, first if first is not None and first > now
+                                   else state.schedule.first_due(now))
         elif mode is WorkerExecutionMode.CONTINUOUS and state.enabled:
             self._set_next_due(state, now)
         if config.run_at_start and state.enabled:

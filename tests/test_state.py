@@ -308,3 +308,14 @@ def test_a_due_run_that_never_started_survives_a_crash(path):
     h3 = boot(path, start=START + timedelta(days=1, hours=3),
               up={"execution_mode": "triggered"}, nightly=options)
     assert "missed" in [r.outcome.value for r in h3.history("nightly") if r.outcome]
+
+
+def test_a_disabled_worker_has_no_catch_up_and_no_misses(path):
+    options = {"interval_seconds": 60}
+    h = boot(path, tick=options)
+    h.finish("tick")
+    h.dispatcher.disable("tick")
+    h.crash()
+    h2 = boot(path, start=START + timedelta(seconds=1000), tick=options)
+    assert h2.running == [] and h2.status("tick")["missed"] == 0
+    assert [r.outcome.value for r in h2.history("tick")] == ["succeeded"]
