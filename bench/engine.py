@@ -210,11 +210,14 @@ def engine_throughput(executor, runs: int) -> float:
 
 # -- the table ----------------------------------------------------------------------------------
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples (about 15 s)")
-    options = parser.parse_args()
-    starts, kills0, kills5, runs = (50, 10, 4, 300) if options.quick else (300, 40, 12, 2000)
+def measure(quick: bool = False) -> list[tuple]:
+    """Measure every backend; call before this process starts any thread (the floor forks).
+
+    :returns: rows ``(name, start latencies, kill latencies grace 0, kill latencies grace
+        0.5, runs per second)``, latencies in seconds or ``None`` where a backend cannot
+        kill; the floor first, the engine second.
+    """
+    starts, kills0, kills5, runs = (50, 10, 4, 300) if quick else (300, 40, 12, 2000)
     rows = []
 
     # The floor forks this process itself: measure it before any thread exists.
@@ -240,7 +243,7 @@ def main() -> None:
             pool_start(pool.schedule, 5)
             fresh_throughput = pool_throughput(pool.schedule, max(100, runs // 4))
             fresh_start = pool_start(pool.schedule, max(20, starts // 4))
-        pebble_kills = pebble_kill(2 if options.quick else 3)
+        pebble_kills = pebble_kill(2 if quick else 3)
         rows.append(("pebble ProcessPool (warm; kill: fixed 3 s grace)", start, pebble_kills,
                      None, throughput))
         rows.append(("pebble ProcessPool (max_tasks=1, fresh)", fresh_start, None, None,
@@ -253,7 +256,15 @@ def main() -> None:
         engine_row = ("orchestrator ProcessExecutor (fresh)", engine_start(executor, starts),
                       engine_kill(executor, kills0, 0.0), engine_kill(executor, kills5, 0.5),
                       engine_throughput(executor, runs))
-    rows = [floor_row, engine_row] + rows
+    return [floor_row, engine_row] + rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples (about 15 s)")
+    options = parser.parse_args()
+    rows = measure(options.quick)
+    floor_row, engine_row = rows[0], rows[1]
 
     header = (f"{'backend':<50} {'start p50 / p99 ms':>19} {'kill g=0 p50 / p99 ms':>22} "
               f"{'kill g=0.5 p50 / p99 ms':>24} {'runs/s':>8}")

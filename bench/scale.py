@@ -35,12 +35,14 @@ def noop():
     return None
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=10_000)
-    parser.add_argument("--edges", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args(argv)
+def measure(workers: int = 10_000, edge_count: int = 20_000, seed: int = 7) -> dict:
+    """Build the installation, drive the dispatcher by hand and return the figures.
+
+    :returns: ``workers``, ``depends_on``, ``blocks``, ``register_seconds``,
+        ``validate_seconds``, ``step_seconds``, ``decisions``, ``end_step_seconds``,
+        ``status_seconds``, ``rss_before`` and ``rss_after`` (bytes).
+    """
+    args = argparse.Namespace(workers=workers, edges=edge_count, seed=seed)
     rng = random.Random(args.seed)
     names = [f"w{i:05d}" for i in range(args.workers)]
     depends: dict[str, list[str]] = {name: [] for name in names}
@@ -84,10 +86,28 @@ def main(argv: list[str]) -> int:
     status = orch.get_status()
     status_seconds = time.perf_counter() - started
     rss_after = psutil.Process().memory_info().rss
+    assert len(status["worker_states"]) == args.workers
+    return {"workers": args.workers, "depends_on": sum(map(len, depends.values())),
+            "blocks": sum(map(len, blocks.values())), "register_seconds": registered,
+            "validate_seconds": validated, "step_seconds": step_seconds,
+            "decisions": decisions, "end_step_seconds": end_seconds,
+            "status_seconds": status_seconds, "rss_before": rss_before, "rss_after": rss_after}
 
-    edges = sum(map(len, depends.values())) + sum(map(len, blocks.values()))
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=10_000)
+    parser.add_argument("--edges", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    figures = measure(args.workers, args.edges, args.seed)
+    registered, validated = figures["register_seconds"], figures["validate_seconds"]
+    step_seconds, decisions = figures["step_seconds"], figures["decisions"]
+    end_seconds, status_seconds = figures["end_step_seconds"], figures["status_seconds"]
+    rss_before, rss_after = figures["rss_before"], figures["rss_after"]
+    edges = figures["depends_on"] + figures["blocks"]
     print(f"{args.workers} workers, {edges} edges "
-          f"({sum(map(len, depends.values()))} depends_on, {sum(map(len, blocks.values()))} "
+          f"({figures['depends_on']} depends_on, {figures['blocks']} "
           f"blocks)")
     rows = [
         ("register (validate each)", f"{registered:.2f} s"),
@@ -104,7 +124,6 @@ def main(argv: list[str]) -> int:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"  {label:<{width}}  {value}")
-    assert len(status["worker_states"]) == args.workers
     return 0
 
 

@@ -1,0 +1,2 @@
+"""Benchmarks of this project beside the tools users would otherwise pick; see
+:mod:`bench.run` (``python -m bench``)."""
