@@ -84,6 +84,8 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+#: Most changes kept in memory while the file cannot be written (the oldest go first).
+MAX_UNWRITTEN = 100_000
 #: Tries at the instance lock before another holder is assumed (20 ms apart).
 LOCK_ATTEMPTS = 5
 
@@ -108,6 +110,8 @@ class StateStore:
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._in_batch = False
+        self._batch: list = []       # statements of the open batch
+        self._unwritten: list = []   # statements a failed commit left, oldest first
         self.write_errors = 0
 
     # -- opening and closing -------------------------------------------------------------
@@ -131,6 +135,7 @@ class StateStore:
 
     def close(self) -> None:
         if self._db is not None:
+            self._commit([])  # a last try for changes kept while the file was read-only
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
@@ -196,41 +201,54 @@ class StateStore:
         if self._db is None or self._in_batch:
             yield
             return
-        try:
-            self._db.execute("BEGIN")
-        except sqlite3.Error as error:
-            self._write_failed(error)
-            yield
-            return
         self._in_batch = True
+        self._batch = []
         try:
             yield
         finally:
             self._in_batch = False
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as error:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                self._write_failed(error)
+            statements, self._batch = self._batch, []
+            self._commit(statements)
 
     def _write(self, sql: str, parameters) -> None:
         if self._db is None:
             return
-        try:
-            if self._in_batch:
-                self._db.execute(sql, parameters)
-                return
-            with self._db:
-                self._db.execute(sql, parameters)
-        except sqlite3.Error as error:
-            self._write_failed(error)
+        if self._in_batch:
+            self._batch.append((sql, parameters))
+        else:
+            self._commit([(sql, parameters)])
 
-    def _write_failed(self, error: sqlite3.Error) -> None:
-        # The orchestrator keeps scheduling from memory; the failure is logged instead.
-        self.write_errors += 1
-        logger.error("state file {}: write failed ({}); the change is kept in memory only",
-                     self.path, error)
+    def _commit(self, statements: list) -> None:
+        """Write ``statements`` in one transaction, after any that failed before.
+
+        When the file cannot be written (a read-only disk, a full one), the statements are
+        kept, in order, and written with the next commit that succeeds: every change is an
+        idempotent upsert or prune, so nothing is lost across a spell of failures.
+        """
+        pending = self._unwritten + statements
+        if not pending:
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, parameters in pending:
+                    self._db.execute(sql, parameters)
+                self._db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            self._unwritten = pending[-MAX_UNWRITTEN:]
+            self.write_errors += 1
+            logger.error("state file {}: write failed ({}); {} change(s) kept in memory, "
+                         "written when the file can be written again", self.path, error,
+                         len(self._unwritten))
+            return
+        if self._unwritten:
+            logger.info("state file {}: {} kept change(s) written", self.path,
+                        len(self._unwritten))
+        self._unwritten = []
 
     # -- reading -------------------------------------------------------------------------
 
