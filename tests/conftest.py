@@ -28,6 +28,19 @@ def wait_for(condition, timeout: float = 20.0, interval: float = 0.01, message: 
         time.sleep(interval)
 
 
+def finish(process) -> int:
+    """Wait for an ``orchestrator run`` subprocess to exit and return its code; fail (after
+    killing it) if it has not stopped within 60 s."""
+    import subprocess
+
+    try:
+        return process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail("orchestrator run did not stop within 60 s")
+
+
 def _live_children() -> list[psutil.Process]:
     alive = []
     for child in psutil.Process().children(recursive=True):

@@ -11,18 +11,15 @@ import signal
 import time
 from pathlib import Path
 
+import journal
+
 
 def _dir() -> Path:
     return Path(os.environ["E2E_DIR"])
 
 
 def _journal(event: str, name: str) -> None:
-    line = f"{event} {name} {time.monotonic():.6f} {os.getpid()}\n"
-    fd = os.open(_dir() / "journal", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    journal.append(_dir(), event, name)
 
 
 def short(config):

@@ -17,19 +17,16 @@ import threading
 import time
 from pathlib import Path
 
+from journal import append
+
 
 def _dir() -> Path:
     return Path(os.environ["FAULT_DIR"])
 
 
 def journal(event: str, name: str) -> None:
-    """Append one line with one ``write`` (atomic for O_APPEND), so processes never mix."""
-    line = f"{event} {name} {time.monotonic():.6f} {os.getpid()}\n"
-    fd = os.open(_dir() / "journal", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    """One line in the journal (see tests/journal.py)."""
+    append(_dir(), event, name)
 
 
 def _note_pid(name: str, pid: int) -> None:

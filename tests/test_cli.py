@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import wait_for
+from conftest import finish, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "jobs.toml"
@@ -245,15 +245,6 @@ def start_run(tmp_path: Path, toml: str) -> tuple[subprocess.Popen, Path]:
                                    cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr,
                                    env={**os.environ, "TZ": "UTC"})
     return process, log
-
-
-def finish(process: subprocess.Popen) -> int:
-    try:
-        return process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        pytest.fail("orchestrator run did not stop within 60 s")
 
 
 def read_pid(path: Path) -> int:

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 import fault_workers
-from conftest import wait_for
+from conftest import finish, wait_for
 from history_invariants import check_run_history, read_journal
 from orchestrator import WorkerOrchestrator
 from orchestrator.execution.process import ProcessExecutor
@@ -171,6 +171,7 @@ def _module_for(tmp_path: Path) -> str:
     """A per-test copy of the fault workers, importable by the subprocess from its cwd."""
     module = "faultjobs_" + "".join(c if c.isalnum() else "_" for c in tmp_path.name)
     shutil.copy(TESTS / "fault_workers.py", tmp_path / f"{module}.py")
+    shutil.copy(TESTS / "journal.py", tmp_path / "journal.py")  # what the workers import
     return module
 
 
@@ -182,15 +183,6 @@ def start_run(tmp_path: Path, toml: str) -> tuple[subprocess.Popen, Path]:
                                    cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr,
                                    env={**os.environ, "TZ": "UTC", "FAULT_DIR": str(tmp_path)})
     return process, log
-
-
-def finish(process: subprocess.Popen) -> int:
-    try:
-        return process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        pytest.fail("orchestrator run did not stop within 60 s")
 
 
 def descendants(pid: int) -> list[int]:
