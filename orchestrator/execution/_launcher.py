@@ -704,7 +704,7 @@ class Launcher:
         stage, number = run.status.decode().split()
         detail = f"[Errno {number}] {os.strerror(int(number))}"
         if stage == "cwd":
-            detail = f"working directory {run.limits['cwd']!r}: {detail}"
+            detail = f"working directory {run.limits['workdir']!r}: {detail}"
         elif stage == "user":
             detail = f"cannot become user {run.limits['user']!r}: {detail}"
         run.start_failed = True

@@ -385,7 +385,12 @@ def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str
     identity, extra = _identity(spec.user)
     extra.update(spec.env or {})
     extra[RUN_TOKEN_VARIABLE] = token
-    cwd = os.path.abspath(spec.cwd) if spec.cwd is not None else os.getcwd()
+    if spec.cwd is not None:
+        cwd = os.path.abspath(spec.cwd)
+    elif identity is not None:  # another account starts in its home, as cron does
+        cwd = extra["HOME"] if os.path.isdir(extra["HOME"]) else "/"
+    else:
+        cwd = os.getcwd()
     limits = {"timeout": spec.timeout_seconds, "grace": spec.kill_grace_seconds,
               "memory_limit_mb": spec.memory_limit_mb, "kill_leftovers": spec.kill_leftovers,
               "cwd": spec.cwd, "workdir": cwd, "function": spec.function is not None,
