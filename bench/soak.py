@@ -7,9 +7,10 @@ Usage::
 Fifty workers (by default) get random dependencies, exclusions, priorities, intervals,
 durations and fault rates: a run may succeed, raise, exit without a result (a crash) or hang
 past its timeout. The orchestrator runs in this process with a state file in a temporary
-directory; each worker journals its start and end (CLOCK_MONOTONIC). Meanwhile this process's
-RSS, open file descriptors, threads and child processes are sampled; at the end their slope
-per minute is printed, the history goes through ``tests/history_invariants.py``, and the exit
+directory; each worker journals its start and end (CLOCK_MONOTONIC), and the orchestrator's
+events are appended to a file (not kept in memory, so they do not weigh on the figures).
+Meanwhile this process's RSS, open file descriptors, threads and child processes are sampled;
+at the end their slope per minute is printed, the history goes through ``tests/history_invariants.py``, and the exit
 status is 0 only if no promise was broken.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import random
 import signal
 import sys
@@ -102,6 +104,15 @@ def sample(process: psutil.Process) -> tuple[float, int, int, int, int]:
             process.num_threads(), len(process.children(recursive=True)))
 
 
+def read_events(path: Path):
+    with open(path, "rb") as file:
+        while True:
+            try:
+                yield pickle.load(file)
+            except EOFError:
+                return
+
+
 def slope_per_minute(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of ``(seconds, value)`` points, per minute."""
     if len(points) < 2:
@@ -129,10 +140,10 @@ def main(argv=None) -> int:
     os.environ["SOAK_DIR"] = str(directory)
     plan = make_plan(arguments.workers, random.Random(seed))
     (directory / "plan.json").write_text(json.dumps(plan))
-    events = []
+    event_file = open(directory / "events.pickle", "wb")
     orch = WorkerOrchestrator(max_concurrent=arguments.max_concurrent,
                               state_path=directory / "state.db", history_limit=1_000_000)
-    orch.add_listener(events.append)
+    orch.add_listener(lambda event: pickle.dump(event, event_file))
     for name, entry in plan.items():
         orch.register_worker(name, soak_job, **entry["options"])
     me = psutil.Process()
@@ -150,6 +161,8 @@ def main(argv=None) -> int:
     finally:
         orch.stop(timeout=30)
     after_stop = sample(me)
+    event_file.close()
+    events = list(read_events(directory / "events.pickle"))
 
     workers = {name: {key: value for key, value in entry["options"].items()
                       if key in ("depends_on", "blocks", "max_retries",
@@ -166,14 +179,17 @@ def main(argv=None) -> int:
     start = samples[0][0] if samples else 0.0
     print(f"runs: {len(records)} records, outcomes {dict(sorted(outcomes.items()))}")
     print(f"events: {dict(sorted(kinds.items()))}")
-    print(f"faults injected: {outcomes['failed']} failed, {outcomes['crashed']} crashed, "
-          f"{outcomes['timed_out']} timed out; disabled: {kinds['disabled']}")
+    print(f"faults injected (attempts): {kinds['failed']} failed, {kinds['crashed']} crashed, "
+          f"{kinds['timed_out']} timed out; {kinds['retried']} retries; "
+          f"{kinds['disabled']} workers auto-disabled")
     for column, label, unit, scale in ((1, "rss", "MB", 1 / 2 ** 20), (2, "fds", "", 1),
                                        (3, "threads", "", 1), (4, "children", "", 1)):
         points = [(s[0] - start, s[column] * scale) for s in samples]
         values = [v for _, v in points] or [0]
+        second_half = points[len(points) // 2:]
         print(f"{label:>8}: first {values[0]:.1f}{unit}, last {values[-1]:.1f}{unit}, "
-              f"max {max(values):.1f}{unit}, slope {slope_per_minute(points):+.3f}{unit}/min")
+              f"max {max(values):.1f}{unit}, slope {slope_per_minute(points):+.3f}{unit}/min, "
+              f"second half {slope_per_minute(second_half):+.3f}{unit}/min")
     print(f"after stop: {after_stop[4]} child processes, {after_stop[3]} threads")
     print(f"invariant violations: {0 if violation is None else 1}"
           + ("" if violation is None else f" - {violation}"))
