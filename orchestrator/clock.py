@@ -9,6 +9,9 @@ from datetime import datetime, timedelta, timezone
 class SystemClock:
     """Wall time (aware, UTC) for due times, monotonic seconds for durations."""
 
+    #: Its ``now()`` is the system's wall clock, so a step of that clock moves due times.
+    follows_wall_clock = True
+
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
 

@@ -35,6 +35,7 @@ from typing import Any, Callable
 from loguru import logger
 
 from .clock import SystemClock
+from .clockwatch import ClockWatch
 from .config import (MAX_SECONDS, OverlapPolicy, WorkerConfig, WorkerExecutionMode,
                      check_name, suggest)
 from .errors import ConfigError, UnknownWorkerError
@@ -46,8 +47,10 @@ from .runs import Cause, Outcome, RunRecord, RunState, new_run_id
 from .schedule import Schedule, missed_while_down
 from .status import build_status, describe_outcome
 
-#: Longest sleep between steps; bounds the effect of wall-clock jumps and suspends.
+#: Longest sleep between steps where steps of the wall clock cannot be watched (no timerfd).
 MAX_SLEEP_SECONDS = 60.0
+#: How often changes the state file could not take are tried again.
+RETRY_WRITE_SECONDS = 5.0
 #: How long an ``on_failure`` command may run before it is killed.
 ON_FAILURE_TIMEOUT_SECONDS = 300.0
 #: Ceiling of the back-off of a failing CONTINUOUS worker.
@@ -131,6 +134,8 @@ class Dispatcher:
         self._inline_lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._halt = False
+        self._clock_watch: ClockWatch | None = None
+        self._sleep_cap: float | None = MAX_SLEEP_SECONDS
         self.idle = threading.Event()  # set while no run is in progress
         self.idle.set()
 
@@ -164,6 +169,12 @@ class Dispatcher:
     def start_thread(self) -> None:
         with self._inline_lock:
             self._halt = False
+            if getattr(self.clock, "follows_wall_clock", False):
+                self._clock_watch = ClockWatch(self._wakeup.set)
+                if self._clock_watch.start():
+                    self._sleep_cap = None  # sleep until the next due time, however far
+                else:
+                    self._clock_watch, self._sleep_cap = None, MAX_SLEEP_SECONDS
             self._thread = threading.Thread(target=self._loop, name="orchestrator-dispatcher",
                                             daemon=True)
             self._thread.start()
@@ -176,6 +187,9 @@ class Dispatcher:
             return
         self.post(self._set_halt)
         thread.join()  # not under the lock: the thread's own calls may need it
+        if self._clock_watch is not None:
+            self._clock_watch.stop()
+            self._clock_watch, self._sleep_cap = None, MAX_SLEEP_SECONDS
         with self._inline_lock:
             self._thread = None
             self._drain()  # commands queued while the thread was ending
@@ -193,8 +207,11 @@ class Dispatcher:
                 timeout = 1.0
             if self._halt:
                 return
-            self._wakeup.wait(MAX_SLEEP_SECONDS if timeout is None
-                              else min(timeout, MAX_SLEEP_SECONDS))
+            if self._sleep_cap is not None:
+                timeout = self._sleep_cap if timeout is None else min(timeout, self._sleep_cap)
+            elif timeout is not None:
+                timeout = min(timeout, threading.TIMEOUT_MAX)
+            self._wakeup.wait(timeout)
 
     # -- the step -------------------------------------------------------------------------
 
@@ -215,9 +232,12 @@ class Dispatcher:
             return 0.0
         while self._timers and not self._timer_valid(self._timers[0]):
             heapq.heappop(self._timers)
-        if not self._timers:
-            return None
-        return max(0.0, (self._timers[0][0] - self.clock.now()).total_seconds())
+        wait = None
+        if self._timers:
+            wait = max(0.0, (self._timers[0][0] - self.clock.now()).total_seconds())
+        if not self.store.flush():  # the disk refused a write: try again soon
+            wait = RETRY_WRITE_SECONDS if wait is None else min(wait, RETRY_WRITE_SECONDS)
+        return wait
 
     def _drain(self) -> None:
         while True:

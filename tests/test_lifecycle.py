@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from datetime import timedelta
+
 import pytest
 from loguru import logger
 
 from orchestrator import ConfigError, NotRunningError, OrchestratorError, WorkerOrchestrator
+from orchestrator.clock import SystemClock
 from orchestrator.execution.inline import InlineExecutor
+
+from conftest import wait_for
 
 
 def ok():
@@ -163,3 +171,47 @@ def test_nothing_becomes_due_once_stopped():
     orch.stop()
     assert orch.trigger_worker("w") is False
     assert orch.get_status()["pending"] == [] and orch.history("w") == []
+
+
+class SteppedClock(SystemClock):
+    """The system clock, an hour ahead from ``step_at`` (epoch seconds) on: a step of the
+    wall clock as the orchestrator sees it, without moving the machine's clock."""
+
+    step_at = float("inf")
+
+    def now(self):
+        real = super().now()
+        return real + timedelta(hours=1) if real.timestamp() >= self.step_at else real
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="telling the kernel the clock was set needs root")
+def test_a_step_of_the_wall_clock_wakes_the_dispatcher_at_once():
+    """An hourly worker: the dispatcher sleeps until its due time, with no wake-up on the way.
+    When the wall clock is set past that time, the run starts at once, not an hour later."""
+    clock = SteppedClock()
+    orch = make(clock=clock)
+    orch.register_worker("hourly", ok, interval_seconds=3600)
+    succeeded = []
+    second_run = threading.Event()
+
+    def listen(event):  # no polling of the orchestrator: each call would wake it
+        if event.kind == "succeeded":
+            succeeded.append(event)
+            if len(succeeded) == 2:
+                second_run.set()
+
+    orch.add_listener(listen)
+    orch.start()
+    try:
+        wait_for(lambda: succeeded, timeout=20)  # the run at start
+        clock.step_at = time.time() + 1.0  # the dispatcher is asleep by then
+        wait_for(lambda: time.time() >= clock.step_at + 0.1, timeout=20)
+        now = time.clock_gettime(time.CLOCK_REALTIME)
+        try:  # tell the kernel the clock was set (a step of a few microseconds back)
+            time.clock_settime(time.CLOCK_REALTIME, now)
+        except PermissionError:
+            pytest.skip("this machine does not let root set the clock (no CAP_SYS_TIME)")
+        assert second_run.wait(timeout=20), "the run due before the step had not started"
+        assert [r.outcome.value for r in orch.history("hourly")] == ["succeeded"] * 2
+    finally:
+        orch.stop()
