@@ -50,6 +50,9 @@ class MemoryHistory:
     def announce(self, url: str) -> None:
         pass
 
+    def flush(self) -> bool:
+        return True
+
     def batch(self):
         return contextlib.nullcontext()
 

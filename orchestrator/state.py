@@ -210,6 +210,12 @@ class StateStore:
             statements, self._batch = self._batch, []
             self._commit(statements)
 
+    def flush(self) -> bool:
+        """Try again to write the changes a failed commit kept; ``True`` if none is left."""
+        if self._unwritten and self._db is not None and not self._in_batch:
+            self._commit([])
+        return not self._unwritten
+
     def _write(self, sql: str, parameters) -> None:
         if self._db is None:
             return

@@ -26,6 +26,7 @@ from conftest import finish, wait_for
 from history_invariants import check_run_history, read_journal
 from orchestrator import WorkerOrchestrator
 from orchestrator.execution.process import ProcessExecutor
+from orchestrator.state import StateReader
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -305,7 +306,7 @@ def _mutable(paths: list[Path]) -> None:
                     reason="making the state file read-only for root needs chattr as root")
 def test_state_file_turning_read_only_while_running(make, fault_dir):
     """Writes fail, the orchestrator keeps scheduling and says so; once the file can be
-    written again, the runs of the read-only spell reach the history."""
+    written again, the runs of the read-only spell reach it, with no new run needed."""
     from loguru import logger
 
     lines = []
@@ -326,6 +327,15 @@ def test_state_file_turning_read_only_while_running(make, fault_dir):
         _mutable(frozen)
         logger.remove(sink)
         logger.disable("orchestrator")
+
+    def written() -> int:
+        reader = StateReader(str(state))
+        try:
+            return len(reader.recent("steady", limit=10))
+        finally:
+            reader.close()
+
+    wait_for(lambda: written() == 4, timeout=60)  # the kept changes, tried again on their own
     assert orch.trigger_worker("steady", wait=True, timeout=60) is True
     orch.stop(timeout=30)
     starts = [e for e in read_journal(fault_dir / "journal") if e[0] == "start"]
