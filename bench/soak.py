@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/soak.py --minutes 30 [--workers 50] [--seed 1] [--max-concurrent 8]
+    python -m bench.soak --minutes 30 [--workers 50] [--seed 1] [--max-concurrent 8] [--keep]
 
 Fifty workers (by default) get random dependencies, exclusions, priorities, intervals,
 durations and fault rates: a run may succeed, raise, exit without a result (a crash) or hang
@@ -11,7 +11,8 @@ directory; each worker journals its start and end (CLOCK_MONOTONIC), and the orc
 events are appended to a file (not kept in memory, so they do not weigh on the figures).
 Meanwhile this process's RSS, open file descriptors, threads and child processes are sampled;
 at the end their slope per minute is printed, the history goes through ``tests/history_invariants.py``, and the exit
-status is 0 only if no promise was broken.
+status is 0 only if no promise was broken. The directory is removed after a clean run
+unless ``--keep`` is given.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -129,6 +131,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=50)
     parser.add_argument("--max-concurrent", type=int, default=8)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the state file and journals even when every check passed")
     arguments = parser.parse_args(argv)
     seed = arguments.seed if arguments.seed is not None else random.randrange(2 ** 32)
 
@@ -193,7 +197,12 @@ def main(argv=None) -> int:
     print(f"after stop: {after_stop[4]} child processes, {after_stop[3]} threads")
     print(f"invariant violations: {0 if violation is None else 1}"
           + ("" if violation is None else f" - {violation}"))
-    return 0 if violation is None and after_stop[4] == 0 else 1
+    clean = violation is None and after_stop[4] == 0
+    if clean and not arguments.keep:
+        shutil.rmtree(directory)
+    else:
+        print(f"state file, journal and events kept in {directory}")
+    return 0 if clean else 1
 
 
 if __name__ == "__main__":
