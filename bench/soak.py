@@ -10,9 +10,9 @@ past its timeout. The orchestrator runs in this process with a state file in a t
 directory; each worker journals its start and end (CLOCK_MONOTONIC), and the orchestrator's
 events are appended to a file (not kept in memory, so they do not weigh on the figures).
 Meanwhile this process's RSS, open file descriptors, threads and child processes are sampled;
-at the end their slope per minute is printed, the history goes through ``tests/history_invariants.py``, and the exit
-status is 0 only if no promise was broken. The directory is removed after a clean run
-unless ``--keep`` is given.
+at the end their slope per minute is printed, the history goes through
+``tests/history_invariants.py``, and the exit status is 0 only if no promise was broken. The
+directory is removed after a clean run unless ``--keep`` is given.
 """
 
 from __future__ import annotations
