@@ -13,7 +13,9 @@ token-guarded control routes.
 
 Handlers call only the orchestrator's public, quick methods; they never wait on a run. A
 connection that sends nothing for ``request_timeout`` seconds is closed, and :meth:`stop`
-closes the ones still open, so no thread outlives the server.
+closes the ones still open, so no thread outlives the server. A server bound to a loopback
+address answers only requests whose ``Host`` is a loopback name or address, so a web page
+cannot reach it by pointing a DNS name at 127.0.0.1 (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import functools
 import hashlib
 import hmac
 import http.client
+import ipaddress
 import json
 import re
 import socket
@@ -78,6 +81,7 @@ class StatusServer:
         orchestrator.add_listener(self._tally.on_event)
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self._httpd.server_address[1]}"
+        self._loopback_only = _is_loopback(host)
 
     def start(self) -> None:
         """Serve on a background thread; a second call does nothing."""
@@ -102,6 +106,20 @@ class StatusServer:
             self.orchestrator.remove_listener(self._tally.on_event)
         except ValueError:
             pass
+
+    def check_host(self, header: str | None) -> str | None:
+        """``None`` if a request with this ``Host`` header may be answered, else why not."""
+        if not self._loopback_only or header is None:
+            return None
+        name = header.strip()
+        if name.startswith("["):
+            name = name[1:name.find("]")] if "]" in name else name
+        elif name.count(":") == 1:
+            name = name.split(":")[0]
+        if _is_loopback(name):
+            return None
+        return (f"Host {header.strip()[:100]!r} is not this server; it answers only on "
+                f"loopback names, like {self.url}")
 
     def authorize(self, header: str | None) -> tuple[int, str] | None:
         """``None`` if ``header`` carries the token, else the status and message to send."""
@@ -214,6 +232,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         try:
             if not self._read_body():
+                return
+            problem = self.server.status_server.check_host(self.headers.get("Host"))
+            if problem is not None:
+                self._send_error(403, problem)
                 return
             parts = urlsplit(self.path)
             path = parts.path
@@ -376,6 +398,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:
         logger.debug("http: {} {}", self.address_string(), format % args)
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.strip().rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: always loopback
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _route(path: str) -> tuple[str | None, tuple[str, ...], tuple]:

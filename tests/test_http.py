@@ -83,7 +83,7 @@ def stalled_connection(orch) -> socket.socket:
     """A client that sent half a request and then nothing."""
     host, port = orch.http_url.removeprefix("http://").rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=30)
-    sock.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+    sock.sendall(b"GET /status HTTP/1.1\r\nHost: localhost\r\n")
     return sock
 
 
@@ -97,6 +97,23 @@ def test_status_is_the_get_status_document(served):
     assert body["workers"] == ["ok", "failing"]
     assert body["worker_states"]["ok"]["last_outcome"] == "succeeded"
     assert body["worker_states"]["ok"].keys() == expected["worker_states"]["ok"].keys()
+
+
+def test_a_request_for_another_host_name_is_refused(served):
+    """DNS rebinding: a page of evil.example whose name now points at 127.0.0.1 must not read
+    the status; loopback names and addresses are answered."""
+    code, body = raw(served, b"GET /status HTTP/1.1\r\nHost: evil.example:8765\r\n\r\n")
+    assert code == 403 and "'evil.example:8765' is not this server" in body["error"]
+    code, _ = raw(served, b"POST /workers/ok/trigger HTTP/1.1\r\nHost: evil.example\r\n"
+                          b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                          b"Content-Length: 0\r\n\r\n")
+    assert code == 403
+    port = served.http_url.rsplit(":", 1)[1].encode()
+    for host in (b"127.0.0.1:" + port, b"localhost:" + port, b"LOCALHOST", b"[::1]:" + port,
+                 b"127.0.0.2"):
+        code, body = raw(served, b"GET /status HTTP/1.1\r\nHost: " + host +
+                         b"\r\nConnection: close\r\n\r\n")
+        assert code == 200, (host, body)
 
 
 def test_runs_gives_history_newest_first(served):
@@ -142,13 +159,13 @@ def test_bad_requests_get_json_errors_and_the_server_keeps_serving(served):
     assert code == 405 and "use POST" in body["error"]
     code, body = post(served, "/workers/ok/explode")
     assert code == 404
-    code, body = raw(served, b"POST /workers/ok/trigger HTTP/1.1\r\nHost: x\r\nContent-Length: "
+    code, body = raw(served, b"POST /workers/ok/trigger HTTP/1.1\r\nHost: localhost\r\nContent-Length: "
                      + str(MAX_BODY_BYTES + 1).encode() + b"\r\n\r\n")
     assert code == 413 and "over the limit" in body["error"]
-    code, body = raw(served, b"POST /status HTTP/1.1\r\nHost: x\r\n"
+    code, body = raw(served, b"POST /status HTTP/1.1\r\nHost: localhost\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     assert code == 411
-    code, body = raw(served, b"BREW /status HTTP/1.1\r\nHost: x\r\n\r\n")
+    code, body = raw(served, b"BREW /status HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert code == 501 and body["status"] == 501
     code, body = raw(served, b"nonsense\r\n\r\n")
     assert code == 400 and body["error"]
