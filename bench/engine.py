@@ -123,6 +123,44 @@ def floor_throughput(runs: int) -> float:
     return runs / (time.monotonic() - begun)
 
 
+def python_floor_throughput(runs: int) -> float:
+    """The floor of a Python run in a fresh process: fork, send the pickled function down a
+    pipe, call it in the child, send the pickled result back, reap. No process group, no
+    kill, no resources, no output capture: what any fork-per-run design pays at least."""
+    import pickle
+
+    job = pickle.dumps(noop)
+    begun = time.monotonic()
+    in_flight: dict[int, int] = {}
+
+    def reap() -> None:
+        pid, _ = os.wait()
+        result_read = in_flight.pop(pid)
+        pickle.loads(os.read(result_read, 65536))
+        os.close(result_read)
+
+    for _ in range(runs):
+        if len(in_flight) == 2:
+            reap()
+        job_read, job_write = os.pipe()
+        result_read, result_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(job_write)
+            os.close(result_read)
+            function = pickle.loads(os.read(job_read, 65536))
+            os.write(result_write, pickle.dumps(("returned", function())))
+            os._exit(0)
+        os.close(job_read)
+        os.close(result_write)
+        os.write(job_write, job)
+        os.close(job_write)
+        in_flight[pid] = result_read
+    while in_flight:
+        reap()
+    return runs / (time.monotonic() - begun)
+
+
 # -- pools --------------------------------------------------------------------------------------
 
 def pool_start(submit, samples: int) -> list[float]:
@@ -224,6 +262,8 @@ def measure(quick: bool = False) -> list[tuple]:
     floor_start(10)
     floor_row = ("os.fork + waitpid (floor)", floor_start(starts), floor_kill(kills0, 0.0),
                  floor_kill(kills5, 0.5), floor_throughput(runs))
+    rows.append(("os.fork + pickled call and result (Python run floor)", None, None, None,
+                 python_floor_throughput(runs)))
 
     with concurrent.futures.ProcessPoolExecutor(max_workers=2) as pool:
         pool_start(pool.submit, 10)
