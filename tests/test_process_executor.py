@@ -83,6 +83,18 @@ def test_function_returns_its_value_and_takes_the_argument(executor):
     assert result.result == "called without an argument"
 
 
+def test_an_argument_is_unpickled_once_per_run(executor, tmp_path):
+    """Spares may unpickle a recent job ahead of time, to be quicker, but only when that runs
+    no user code: an argument's own unpickling is a side effect that happens once per run."""
+    marks = tmp_path / "unpickled"
+    for _ in range(4):
+        result = run(executor, function_spec(workers.takes_noisy,
+                                             workers.NoisyToUnpickle(str(marks))))
+        assert result.outcome is Outcome.SUCCEEDED, result.error
+        assert run(executor, function_spec(workers.constant)).outcome is Outcome.SUCCEEDED
+    assert len(marks.read_text().split()) == 4
+
+
 def test_function_output_is_captured(executor):
     result = run(executor, function_spec(workers.print_both))
     assert result.outcome is Outcome.SUCCEEDED, result.error

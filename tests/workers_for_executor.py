@@ -150,3 +150,23 @@ def spawn_daemon(arguments):
     if then_hang:
         _sleep_forever()
     return daemon_pid
+
+
+class NoisyToUnpickle:
+    """An argument whose unpickling leaves a line in ``path``: a visible side effect."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (_noisy_unpickled, (self.path,))
+
+
+def _noisy_unpickled(path: str) -> NoisyToUnpickle:
+    with open(path, "a") as file:
+        file.write(f"{os.getpid()}\n")
+    return NoisyToUnpickle(path)
+
+
+def takes_noisy(argument: NoisyToUnpickle) -> str:
+    return argument.path

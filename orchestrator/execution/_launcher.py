@@ -97,8 +97,14 @@ def _prctl(option: int, value: int) -> None:
 # -- the run's side: what a spare does once forked ----------------------------------------------
 
 def _spare_main(launcher_pid: int, job_read: int, status_write: int, out_write: int,
-                err_write: int, result_write: int) -> None:
-    """Wait for one job, then run it. Never returns."""
+                err_write: int, result_write: int, warm_job: bytes | None) -> None:
+    """Wait for one job, then run it. Never returns.
+
+    ``warm_job``: a recent function job, unpickled (and thrown away) while waiting, so that
+    the pages the next job's unpickling touches are this process's own before it arrives: a
+    freshly forked process pays a page fault on the first touch of each, and that time would
+    otherwise come between the job's due time and its first line of user code.
+    """
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != launcher_pid:  # the launcher died before PDEATHSIG was armed
         os._exit(1)
@@ -120,6 +126,11 @@ def _spare_main(launcher_pid: int, job_read: int, status_write: int, out_write: 
     for low, high in zip(keep, keep[1:] + [1 << 20]):
         if high > low + 1:
             os.closerange(low + 1, high)
+    if warm_job is not None:
+        try:
+            pickle.loads(pickle.loads(warm_job)[5])
+        except BaseException:
+            pass
     header = _read_exactly(job_read, _FRAME.size)
     if len(header) < _FRAME.size:  # the launcher closed the spare without a job
         os._exit(0)
@@ -422,6 +433,7 @@ class Launcher:
         self.terminate = False
         self.ready = False                        # prepared: spares may be forked
         self.tokens_seen: dict[tuple[int, int], str | None] = {}  # (pid, start) -> token
+        self.warm_job: bytes | None = None        # see _spare_main
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -603,7 +615,7 @@ class Launcher:
         if pid == 0:
             try:
                 _spare_main(self.pid, job_read, status_write, out_write, err_write,
-                            result_write)
+                            result_write, self.warm_job)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -661,6 +673,8 @@ class Launcher:
             self._report_start(run)
         if modules:
             self._import(limits["sys_path"], modules)
+        if limits.get("warm") and all(name in sys.modules for name in modules):
+            self.warm_job = child_job  # unpickling it runs and imports nothing
         # The next spare is forked as soon as the loop is idle (see serve).
 
     def _import(self, sys_path: list[str], modules: list[str]) -> None:

@@ -46,12 +46,14 @@ import struct
 import subprocess
 import sys
 import threading
+import types
 import weakref
 from datetime import datetime, timezone
 
 import psutil
 from loguru import logger
 
+from ..config import WorkerConfig
 from ..runs import Outcome
 from .base import AttemptResult, RunExecutor, RunFuture, RunSpec, Usage
 
@@ -405,6 +407,11 @@ def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str
                                f"{type(exc).__name__}: {exc}") from None
         limits["program"] = spec.worker
         limits["sys_path"] = list(sys.path)
+        # A module-level function (pickled by name) with no argument or the WorkerConfig:
+        # unpickling that runs no user code, so spares may unpickle a copy ahead of time
+        # (see _launcher._spare_main). Any other object may do anything when unpickled.
+        limits["warm"] = isinstance(spec.function, types.FunctionType) and (
+            spec.argument is None or type(spec.argument) is WorkerConfig)
         child_job = ("function", list(sys.path), cwd, env, extra, call, identity)
     else:
         argv = _command_argv(spec)
