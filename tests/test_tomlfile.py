@@ -1,21 +1,20 @@
-"""The TOML file of an installation (S11): what it builds, and one line for every mistake."""
+"""The TOML file of an installation (S11): what it builds, and one line for every mistake.
+
+Random files are in ``test_fuzz_config.py``."""
 
 from __future__ import annotations
 
 import getpass
-import math
 import sys
-import tempfile
 import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
 
 from orchestrator import ConfigError, JobPriority, WorkerExecutionMode
 from orchestrator.execution.inline import InlineExecutor
-from orchestrator.tomlfile import ORCHESTRATOR_KEYS, WORKER_KEYS, load
+from orchestrator.tomlfile import load
 
 
 def write(directory: Path, text: str, name: str = "jobs.toml") -> Path:
@@ -334,97 +333,3 @@ def test_a_lambda_refused_by_register_worker_is_named_by_its_reference(tmp_path)
         sys.path.remove(str(tmp_path))
         sys.modules.pop(name, None)
     assert str(info.value).startswith(f"{path}: worker 'x': function '{name}:job' is a lambda")
-
-
-# -- fuzz: whatever the file holds, the loader raises ConfigError or succeeds -------------------
-
-def _toml_string(text: str) -> str:
-    escaped = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or c in '"\\' or ord(c) == 0x7F
-                      else c for c in text)
-    return f'"{escaped}"'
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") \
-            if math.isinf(value) else repr(value)
-    if isinstance(value, (int, datetime)):
-        return value.isoformat() if isinstance(value, datetime) else str(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(map(_toml_value, value)) + "]"
-    return "{" + ", ".join(f"{_toml_string(k)} = {_toml_value(v)}"
-                           for k, v in value.items()) + "}"
-
-
-_scalars = st.one_of(
-    st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
-    st.text(max_size=12), st.sampled_from(["high", "triggered", "0 3 * * *", "@daily",
-                                           "Europe/Berlin", "America", "a", "b", "true",
-                                           "skip", "sh -c 'x", "jobs:fetch", "os:getcwd",
-                                           "nope_module_xyz:f", "os:sep", "root", ""]),
-    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)))
-_values = st.recursive(_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
-    max_leaves=6)
-_keys_mostly_valid = st.one_of(st.sampled_from(WORKER_KEYS), st.sampled_from(WORKER_KEYS),
-                               st.sampled_from(WORKER_KEYS), st.text(min_size=1, max_size=10))
-# Mostly a valid worker with one or two random options, so the values reach register_worker.
-_worker_tables = st.builds(
-    lambda base, extra: {**base, **extra},
-    st.sampled_from([{"command": "true"}, {"command": ["echo", "x"]},
-                     {"function": "os:getcwd"}, {}]),
-    st.dictionaries(_keys_mostly_valid, _values, max_size=2))
-_documents = st.fixed_dictionaries({}, optional={
-    "orchestrator": st.dictionaries(
-        st.one_of(st.sampled_from(ORCHESTRATOR_KEYS), st.text(min_size=1, max_size=8)),
-        _values, max_size=2),
-    "workers": st.dictionaries(st.one_of(st.sampled_from(["a", "b", "c"]), st.text(max_size=6)),
-                               _worker_tables, min_size=1, max_size=3),
-})
-
-
-def _document_text(document: dict) -> str:
-    lines = []
-    for table, body in document.items():
-        if table == "workers":
-            for name, options in body.items():
-                lines.append(f"[workers.{_toml_string(name)}]")
-                lines += [f"{_toml_string(k)} = {_toml_value(v)}" for k, v in options.items()]
-        else:
-            lines.append(f"[{table}]")
-            lines += [f"{_toml_string(k)} = {_toml_value(v)}" for k, v in body.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _load_and_build(text: str) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "fuzz.toml"
-        path.write_text(text, encoding="utf-8", errors="surrogatepass")
-        try:
-            load(path).build(executor=InlineExecutor())
-        except ConfigError as error:
-            message = str(error)
-            assert "\n" not in message and message.startswith(f"{path}: "), message
-        finally:
-            if directory in sys.path:
-                sys.path.remove(directory)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_documents)
-def test_fuzz_structured_documents_raise_only_config_errors(document):
-    _load_and_build(_document_text(document))
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(
-    st.sampled_from(["[workers.a]", "[orchestrator]", "command = \"true\"", "cron = '@daily'",
-                     "depends_on = [\"a\"]", "[workers.b]", "blocks = [\"a\"]", "x = ",
-                     "[[workers]]", "interval_seconds = 1e400", "timezone = \"UTC\""]),
-    st.text(max_size=20)), max_size=8))
-def test_fuzz_toml_ish_text_raises_only_config_errors(lines):
-    _load_and_build("\n".join(lines) + "\n")
