@@ -1,12 +1,12 @@
 """Start lateness of scheduled runs: when user code starts minus when the run was due.
 
 Each function below runs the 200 workers of :mod:`bench.workloads` (0.05-0.5 s of sleep
-every 2-6 s, the first run one interval after the start) under one scheduler for
-``seconds``, with 200 slots, and returns ``(due, lateness)`` of every run that started, in
-seconds (``due`` from the start of the scheduler), and how many due runs were skipped because
-the worker's previous run had not ended (each scheduler's default: one instance at a time). Every worker is first due at the start,
-as this project's interval workers are (APScheduler is given ``next_run_time`` and
-``schedule`` a ``next_run`` of now), so the first round is 200 runs due at once:
+every 2-6 s) under one scheduler for ``seconds``, with 200 slots, and returns ``(due,
+lateness)`` of every run that started, in seconds (``due`` from the start of the scheduler),
+and how many due runs were skipped because the worker's previous run had not ended (each
+scheduler's default: one instance at a time). Every worker is first due at the start, as
+this project's interval workers are (APScheduler is given ``next_run_time`` and ``schedule``
+a ``next_run`` of now), so the first round is 200 runs due at once:
 
 - this project: default process executor; due time from the history record (``due_at``),
   start from the function's return value (``RunRecord.result``);

@@ -42,13 +42,12 @@ def measure(workers: int = 10_000, edge_count: int = 20_000, seed: int = 7) -> d
         ``validate_seconds``, ``step_seconds``, ``decisions``, ``end_step_seconds``,
         ``status_seconds``, ``rss_before`` and ``rss_after`` (bytes).
     """
-    args = argparse.Namespace(workers=workers, edges=edge_count, seed=seed)
-    rng = random.Random(args.seed)
-    names = [f"w{i:05d}" for i in range(args.workers)]
+    rng = random.Random(seed)
+    names = [f"w{i:05d}" for i in range(workers)]
     depends: dict[str, list[str]] = {name: [] for name in names}
     blocks: dict[str, list[str]] = {name: [] for name in names}
-    for _ in range(args.edges):  # half dependencies (to a lower index: a DAG), half exclusions
-        a, b = sorted(rng.sample(range(args.workers), 2))
+    for _ in range(edge_count):  # half dependencies (to a lower index: a DAG), half exclusions
+        a, b = sorted(rng.sample(range(workers), 2))
         if rng.random() < 0.5:
             if names[a] not in depends[names[b]]:
                 depends[names[b]].append(names[a])
@@ -74,7 +73,7 @@ def measure(workers: int = 10_000, edge_count: int = 20_000, seed: int = 7) -> d
     started = time.perf_counter()
     dispatcher.step()  # every worker due at once: 10,000 pending, 50 slots
     step_seconds = time.perf_counter() - started
-    decisions = args.workers
+    decisions = workers
     started = time.perf_counter()
     rounds = 0
     for spec in executor.waiting[:20]:  # 20 runs end: each frees a slot, a decision each
@@ -86,8 +85,8 @@ def measure(workers: int = 10_000, edge_count: int = 20_000, seed: int = 7) -> d
     status = orch.get_status()
     status_seconds = time.perf_counter() - started
     rss_after = psutil.Process().memory_info().rss
-    assert len(status["worker_states"]) == args.workers
-    return {"workers": args.workers, "depends_on": sum(map(len, depends.values())),
+    assert len(status["worker_states"]) == workers
+    return {"workers": workers, "depends_on": sum(map(len, depends.values())),
             "blocks": sum(map(len, blocks.values())), "register_seconds": registered,
             "validate_seconds": validated, "step_seconds": step_seconds,
             "decisions": decisions, "end_step_seconds": end_seconds,

@@ -52,6 +52,7 @@ class ClockWatch:
     def __init__(self, on_step: Callable[[], None]):
         self._on_step = on_step
         self._timer = -1
+        self._libc = None
         self._stop_read = self._stop_write = -1
         self._thread: threading.Thread | None = None
 
@@ -62,12 +63,11 @@ class ClockWatch:
         timer = libc.timerfd_create(_CLOCK_REALTIME, os.O_CLOEXEC | os.O_NONBLOCK)
         if timer < 0:
             return False
-        self._timer = timer
-        if not self._arm(libc):
+        self._timer, self._libc = timer, libc
+        if not self._arm():
             os.close(timer)
             self._timer = -1
             return False
-        self._libc = libc
         self._stop_read, self._stop_write = os.pipe2(os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._watch, name="orchestrator-clock",
                                         daemon=True)
@@ -84,11 +84,11 @@ class ClockWatch:
             os.close(descriptor)
         self._timer = self._stop_read = self._stop_write = -1
 
-    def _arm(self, libc) -> bool:
+    def _arm(self) -> bool:
         far = _Timespec(int(time.time()) + _FAR_FUTURE_SECONDS, 0)
         spec = _Itimerspec(_Timespec(0, 0), far)
         flags = _TFD_TIMER_ABSTIME | _TFD_TIMER_CANCEL_ON_SET
-        return libc.timerfd_settime(self._timer, flags, ctypes.byref(spec), None) == 0
+        return self._libc.timerfd_settime(self._timer, flags, ctypes.byref(spec), None) == 0
 
     def _watch(self) -> None:
         while True:
@@ -102,6 +102,6 @@ class ClockWatch:
             except OSError as error:
                 if error.errno != errno.ECANCELED:
                     raise
-            self._arm(self._libc)  # re-armed before the callback, so no step is missed
+            self._arm()  # re-armed before the callback, so no step is missed
             logger.debug("the wall clock was set; due times are checked again")
             self._on_step()

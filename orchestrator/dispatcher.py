@@ -134,8 +134,7 @@ class Dispatcher:
         self._inline_lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._halt = False
-        self._clock_watch: ClockWatch | None = None
-        self._sleep_cap: float | None = MAX_SLEEP_SECONDS
+        self._clock_watch: ClockWatch | None = None  # while set, sleeps have no cap
         self.idle = threading.Event()  # set while no run is in progress
         self.idle.set()
 
@@ -170,11 +169,8 @@ class Dispatcher:
         with self._inline_lock:
             self._halt = False
             if getattr(self.clock, "follows_wall_clock", False):
-                self._clock_watch = ClockWatch(self._wakeup.set)
-                if self._clock_watch.start():
-                    self._sleep_cap = None  # sleep until the next due time, however far
-                else:
-                    self._clock_watch, self._sleep_cap = None, MAX_SLEEP_SECONDS
+                watch = ClockWatch(self._wakeup.set)
+                self._clock_watch = watch if watch.start() else None
             self._thread = threading.Thread(target=self._loop, name="orchestrator-dispatcher",
                                             daemon=True)
             self._thread.start()
@@ -189,7 +185,7 @@ class Dispatcher:
         thread.join()  # not under the lock: the thread's own calls may need it
         if self._clock_watch is not None:
             self._clock_watch.stop()
-            self._clock_watch, self._sleep_cap = None, MAX_SLEEP_SECONDS
+            self._clock_watch = None
         with self._inline_lock:
             self._thread = None
             self._drain()  # commands queued while the thread was ending
@@ -207,9 +203,9 @@ class Dispatcher:
                 timeout = 1.0
             if self._halt:
                 return
-            if self._sleep_cap is not None:
-                timeout = self._sleep_cap if timeout is None else min(timeout, self._sleep_cap)
-            elif timeout is not None:
+            if self._clock_watch is None:  # no word of clock steps: look once a minute
+                timeout = MAX_SLEEP_SECONDS if timeout is None else min(timeout, MAX_SLEEP_SECONDS)
+            elif timeout is not None:  # until the next due time, however far
                 timeout = min(timeout, threading.TIMEOUT_MAX)
             self._wakeup.wait(timeout)
 
@@ -218,8 +214,9 @@ class Dispatcher:
     def step(self) -> float | None:
         """Process commands, fire due times, admit runs.
 
-        :returns: seconds until the next timed event (a due time or a retry), 0 if more
-            commands are already queued, or ``None`` if nothing is scheduled.
+        :returns: seconds until the next timed event (a due time, a retry, or another try at
+            writing changes the state file refused), 0 if more commands are already queued,
+            or ``None`` if nothing is scheduled.
         """
         self._drain()
         if self.state != "running":
@@ -397,9 +394,10 @@ class Dispatcher:
             kill_grace_seconds=config.kill_grace_seconds,
             memory_limit_mb=config.memory_limit_mb, kill_leftovers=config.kill_leftovers,
             user=config.user)
-        self.store.save(record)  # the record exists before the process does
-        if record.attempts == 1:
-            self._persist(state)  # the last start, which a restart resumes from
+        with self.store.batch():  # the record exists before the process does
+            self.store.save(record)
+            if record.attempts == 1:
+                self._persist(state)  # the last start, which a restart resumes from
         self._emit("started", record, message=config.target)
         try:
             future = self.executor.submit_run(spec)
@@ -691,7 +689,7 @@ class Dispatcher:
             record.finish(Outcome.MISSED, now)
             self.store.save(record)
             self._emit("missed", record, message=record.error)
-        if catch_up is not None and state.enabled:
+        if catch_up is not None:
             self._make_pending(state, catch_up, Cause.CATCH_UP)
         last = catch_up or now
         state.last_due = catch_up or state.last_due

@@ -323,18 +323,17 @@ class _Handler(BaseHTTPRequestHandler):
                              if code == 401 else None)
             return
         orchestrator = server.orchestrator
+        query = self._parse_query({"stop"} if action == "disable" else set())
         if action == "trigger":
-            self._parse_query(set())
             triggered = orchestrator.trigger_worker(name)
             body = {"worker": name, "action": action, "triggered": triggered}
             if not triggered:
                 body["message"] = "the worker is disabled; enable it first"
         elif action == "enable":
-            self._parse_query(set())
             orchestrator.enable_worker(name)
             body = {"worker": name, "action": action, "enabled": True}
         else:
-            stop = _flag(self._parse_query({"stop"}).get("stop"), "stop", False)
+            stop = _flag(query.get("stop"), "stop", False)
             orchestrator.disable_worker(name, stop=stop)
             body = {"worker": name, "action": action, "enabled": False, "stop": stop}
         logger.info("http: {} {} by {}", action, name, self.client_address[0])

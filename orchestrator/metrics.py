@@ -133,8 +133,6 @@ class OrchestratorCollector:
         for field, metric, help_text, convert in _WORKER_METRICS:
             family = GaugeMetricFamily(metric, help_text, labels=["worker"])
             for name, worker in workers.items():
-                if field == "next_run" and not worker.get("enabled"):
-                    continue  # a disabled worker is not due, whatever its schedule says
                 value = convert(worker.get(field))
                 if value is not None:
                     family.add_metric([name], value)
@@ -193,9 +191,11 @@ _WORKER_METRICS = (
     ("last_duration", "orchestrator_last_run_duration_seconds",
      "Duration of the newest ended run's last attempt.", _number),
     ("cpu_seconds", "orchestrator_last_run_cpu_seconds",
-     "CPU time (user and system) of the newest ended run.", _number),
+     "CPU time (user and system) of the run in progress, else of the newest ended run.",
+     _number),
     ("peak_rss_bytes", "orchestrator_last_run_peak_rss_bytes",
-     "Peak resident memory of the newest ended run.", _number),
+     "Peak resident memory of the run in progress, else of the newest ended run.",
+     _number),
 )
 
 # (status field, counter name without _total, help)

@@ -174,7 +174,8 @@ class StateStore:
     # -- writing -------------------------------------------------------------------------
 
     def save(self, record: RunRecord) -> None:
-        """Insert or update one run record (committed when this returns)."""
+        """Insert or update one run record: committed at once, or with the open batch; kept
+        and written later if the file refuses it."""
         row = _run_row(record)
         self._write(f"INSERT OR REPLACE INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES "
                     f"({', '.join('?' * len(_RUN_COLUMNS))})", row)

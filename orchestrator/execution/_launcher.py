@@ -26,8 +26,9 @@ length and a pickle::
     EOF (orchestrator gone or done) -->   SIGKILL every run's tree, wait for it, exit
 
 The child job is a pickle the launcher passes on unread: ``("function", sys.path, cwd,
-environment or None, run's variables, pickled (function, pass_argument, argument))`` or
-``("command", argv, cwd, environment or None, run's variables)``; the environment is sent
+environment or None, run's variables, pickled (function, pass_argument, argument), account)``
+or ``("command", argv, cwd, environment or None, run's variables, account)``, the account
+being ``(name, uid, gid)`` to switch to, or None; the environment is sent
 only when the orchestrator's differs from the launcher's. A function's result comes back on
 its own pipe as an 8-byte length and one pickled message, ``("returned", type name, pickled
 value)`` or ``("failed", one-line error, traceback text)``, which the launcher relays
@@ -128,7 +129,8 @@ def _spare_main(launcher_pid: int, job_read: int, status_write: int, out_write: 
             os.closerange(low + 1, high)
     if warm_job is not None:
         try:
-            pickle.loads(pickle.loads(warm_job)[5])
+            _, _, _, _, _, call, _ = pickle.loads(warm_job)  # as _call_function unpacks it
+            pickle.loads(call)
         except BaseException:
             pass
     header = _read_exactly(job_read, _FRAME.size)
@@ -229,11 +231,7 @@ def _call_function(job: tuple, status_write: int, result_write: int) -> None:
         _send_result(result_write, message)
     except OSError:
         code = 1
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:
-            pass
+    _flush_std()
     try:
         # As an exiting interpreter would: wait for the user's non-daemon threads, run the
         # exit handlers the run registered, and multiprocessing's clean-up (its own
@@ -245,12 +243,16 @@ def _call_function(job: tuple, status_write: int, result_write: int) -> None:
             sys.modules["multiprocessing.util"]._exit_function()
     except BaseException:
         pass
+    _flush_std()
+    os._exit(code)
+
+
+def _flush_std() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except BaseException:
             pass
-    os._exit(code)
 
 
 def _call(function, pass_argument: bool, argument) -> tuple:
@@ -805,10 +807,11 @@ class Launcher:
         for pid in children:
             if pid in self.by_pid or pid in self.spares:
                 continue
-            ticks = _start_ticks(pid)
-            if ticks is None:
+            fields = _stat_fields(pid)
+            if fields is None:
                 continue
-            if self._token_of(pid, ticks) == run.token or _group_of(pid) == run.pid:
+            group = None if fields[0] == b"Z" else int(fields[2])
+            if group == run.pid or self._token_of(pid, int(fields[19])) == run.token:
                 return True
         return False
 
@@ -1048,20 +1051,21 @@ def _read_proc(path: str) -> bytes | None:
     return b"".join(parts)
 
 
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first), or None."""
+    data = _read_proc(f"/proc/{pid}/stat")
+    return data[data.rfind(b")") + 2:].split() if data else None
+
+
 def _start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (what psutil's create_time uses)."""
-    data = _read_proc(f"/proc/{pid}/stat")
-    if not data:
-        return None
-    return int(data[data.rfind(b")") + 2:].split()[19])
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def _group_of(pid: int) -> int | None:
-    data = _read_proc(f"/proc/{pid}/stat")
-    if not data:
-        return None
-    fields = data[data.rfind(b")") + 2:].split()
-    return None if fields[0] == b"Z" else int(fields[2])
+    fields = _stat_fields(pid)
+    return None if fields is None or fields[0] == b"Z" else int(fields[2])
 
 
 def _plain(number: float) -> str:

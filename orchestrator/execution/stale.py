@@ -47,14 +47,11 @@ def kill_stale(pid: int, create_time: float, grace: float = 0.0) -> bool:
             leads_group = os.getpgid(pid) == pid
         except (psutil.Error, ProcessLookupError):
             return False
+        exited = False
         if grace > 0:
             _signal(pidfd, pid, leads_group, descendants, signal.SIGTERM)
-            if not _exited(pidfd, grace):
-                _signal(pidfd, pid, leads_group, descendants, signal.SIGKILL)
-            else:
-                _signal(pidfd, pid, leads_group, descendants, signal.SIGKILL, root=False)
-        else:
-            _signal(pidfd, pid, leads_group, descendants, signal.SIGKILL)
+            exited = _exited(pidfd, grace)
+        _signal(pidfd, pid, leads_group, descendants, signal.SIGKILL, root=not exited)
         _exited(pidfd, EXIT_WAIT_SECONDS)
         return True
     finally:
