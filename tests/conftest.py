@@ -41,6 +41,14 @@ def finish(process) -> int:
         pytest.fail("orchestrator run did not stop within 60 s")
 
 
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie counts: this machine's pid 1 may never reap)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _live_children() -> list[psutil.Process]:
     alive = []
     for child in psutil.Process().children(recursive=True):

@@ -12,10 +12,9 @@ import textwrap
 import tomllib
 from pathlib import Path
 
-import psutil
 import pytest
 
-from conftest import finish, wait_for
+from conftest import finish, gone, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "jobs.toml"
@@ -249,13 +248,6 @@ def start_run(tmp_path: Path, toml: str) -> tuple[subprocess.Popen, Path]:
 
 def read_pid(path: Path) -> int:
     return int(path.read_text()) if path.exists() and path.read_text().endswith("\n") else 0
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_run_until_sigterm_exits_0(tmp_path):

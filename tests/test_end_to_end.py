@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 import e2e_workers as w
-from conftest import wait_for
+from conftest import gone, wait_for
 from orchestrator import WorkerOrchestrator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,8 +207,7 @@ def test_timeout_kills_a_run_that_ignores_sigterm(make, journal_dir):
     assert time.monotonic() - started < 30
     [record] = orch.history("stuck")
     assert record.outcome.value == "timed_out"
-    assert not psutil.pid_exists(record.pid) or \
-        psutil.Process(record.pid).status() == psutil.STATUS_ZOMBIE
+    assert gone(record.pid)
 
 
 def test_status_tells_the_truth_while_running(make, journal_dir):
@@ -240,8 +239,7 @@ def test_stop_kills_runs_after_timeout_and_leaves_no_process(make, journal_dir):
     orch.stop(timeout=0.2)
     [record] = orch.history("stuck")
     assert record.outcome.value == "cancelled"
-    assert not psutil.pid_exists(grandchild) or \
-        psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+    assert gone(grandchild)
     assert orch.get_status()["state"] == "stopped"
     orch.stop()  # twice is harmless
 

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 import fault_workers
-from conftest import finish, wait_for
+from conftest import finish, gone, wait_for
 from history_invariants import check_run_history, read_journal
 from orchestrator import WorkerOrchestrator
 from orchestrator.execution.process import ProcessExecutor
@@ -31,13 +31,6 @@ from orchestrator.state import StateReader
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 pytestmark = pytest.mark.timeout(120)
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def started(directory: Path, worker: str, count: int = 1) -> int:

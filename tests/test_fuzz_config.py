@@ -225,14 +225,14 @@ def toml_documents(draw) -> str:
             value = draw(TOML_VALUES if plausible is None or chance(draw, 8)
                          else plausible)
             table[key] = False if value is None else value  # TOML has no null
+        if isinstance(table.get("function"), str):
+            table["function"] = draw(FUNCTIONS)  # never import a module a draw spelled
         runs = random.Random(draw(st.integers(0, 2 ** 64))).random()
         if runs < 0.5:
             table["function"] = draw(mostly(GOOD_FUNCTIONS, FUNCTIONS))
         elif runs < 0.95:
             table["command"] = draw(mostly(st.sampled_from(["true", ["echo", "hi"]]),
                                            st.sampled_from([[], "", [""], "'unclosed"])))
-        if isinstance(table.get("function"), str):
-            table["function"] = draw(FUNCTIONS)  # never import a module a draw spelled
         for key, value in table.items():
             lines.append(f"{_toml_string(key)} = {_toml_value(value)}")
     if chance(draw, 7):

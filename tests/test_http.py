@@ -31,9 +31,8 @@ TOKEN = "s3cret-token"
 
 
 @pytest.fixture
-def make(tmp_path, monkeypatch):
+def make():
     """Orchestrators serving HTTP on a free port; stopped after the test."""
-    monkeypatch.setenv("E2E_DIR", str(tmp_path))
     made = []
 
     def factory(*, inline: bool = True, token: str | None = TOKEN, **kwargs):
@@ -371,7 +370,7 @@ def test_metrics_pass_promtool(served):
 
 # -- the server's life ----------------------------------------------------------------------------
 
-def test_a_taken_port_fails_start_cleanly(make):
+def test_a_taken_port_fails_start_cleanly():
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()

@@ -234,7 +234,7 @@ def test_processes_of_interrupted_runs_are_killed_by_pid_and_creation_time(path)
     """A run a dead instance left behind is killed only if pid AND creation time match."""
     import psutil
 
-    from orchestrator.runs import Cause, RunRecord, RunState
+    from orchestrator.runs import Cause, RunRecord
 
     left = subprocess.Popen(["sleep", "300"], start_new_session=True)
     reused = subprocess.Popen(["sleep", "300"], start_new_session=True)
