@@ -9,8 +9,8 @@ from loguru import logger as _logger
 
 from .config import JobPriority, OverlapPolicy, WorkerConfig, WorkerExecutionMode
 from .core import WorkerOrchestrator
-from .errors import (ConfigError, DependencyCycleError, NotRunningError, OrchestratorError,
-                     RunError, UnknownWorkerError)
+from .errors import (ConfigError, ContainmentError, DependencyCycleError, NotRunningError,
+                     OrchestratorError, RunError, UnknownWorkerError)
 from .events import RunEvent
 from .runs import Cause, Outcome, RunRecord
 from .state import StateError
@@ -18,7 +18,7 @@ from .state import StateError
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cause", "ConfigError", "DependencyCycleError", "JobPriority", "NotRunningError",
+    "Cause", "ConfigError", "ContainmentError", "DependencyCycleError", "JobPriority", "NotRunningError",
     "OrchestratorError", "Outcome", "OverlapPolicy", "RunError", "RunEvent", "RunRecord",
     "StateError", "UnknownWorkerError", "WorkerConfig", "WorkerExecutionMode",
     "WorkerOrchestrator",

@@ -33,6 +33,12 @@ MIN_INTERVAL_SECONDS = 0.001
 MAX_RETRIES = 1000
 #: Longest duration any option accepts (ten years); beyond it datetimes overflow.
 MAX_SECONDS = 10 * 365 * 24 * 3600
+#: Most processes ``pids_limit`` may allow (the kernel's own ceiling, PID_MAX_LIMIT).
+MAX_PIDS_LIMIT = 4 * 1024 * 1024
+#: Most cores ``cpu_limit`` may name.
+MAX_CPU_LIMIT = 4096
+#: Most memory ``memory_limit_mb`` may name (a pebibyte, in MiB).
+MAX_MEMORY_LIMIT_MB = 1024 ** 3
 
 
 class JobPriority(str, enum.Enum):
@@ -103,6 +109,8 @@ class WorkerConfig:
     env: dict[str, str] | None = None
     cwd: str | None = None
     memory_limit_mb: float | None = None
+    pids_limit: int | None = None
+    cpu_limit: float | None = None
     kill_grace_seconds: float = 3.0
     retry_delay_seconds: float = 1.0
     misfire_grace_seconds: float | None = None
@@ -132,7 +140,8 @@ class WorkerConfig:
 #: Options a user may pass to ``register_worker`` (besides ``name``, ``fn`` and ``command``).
 OPTIONS = ("execution_mode", "interval_seconds", "timeout_seconds", "max_retries", "priority",
            "max_consecutive_failures", "depends_on", "blocks", "cron", "timezone", "shell",
-           "env", "cwd", "memory_limit_mb", "kill_grace_seconds", "retry_delay_seconds",
+           "env", "cwd", "memory_limit_mb", "pids_limit", "cpu_limit", "kill_grace_seconds",
+           "retry_delay_seconds",
            "misfire_grace_seconds", "overlap", "on_failure", "kill_leftovers", "run_at_start",
            "user")
 
@@ -252,7 +261,14 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
     if options.get("cwd") is not None:
         values["cwd"] = check.cwd(options["cwd"])
     if options.get("memory_limit_mb") is not None:
-        values["memory_limit_mb"] = check.positive("memory_limit_mb", options["memory_limit_mb"])
+        values["memory_limit_mb"] = check.limit("memory_limit_mb", options["memory_limit_mb"],
+                                                "megabytes", MAX_MEMORY_LIMIT_MB)
+    if options.get("pids_limit") is not None:
+        values["pids_limit"] = check.whole_limit("pids_limit", options["pids_limit"],
+                                                 "processes", MAX_PIDS_LIMIT)
+    if options.get("cpu_limit") is not None:
+        values["cpu_limit"] = check.limit("cpu_limit", options["cpu_limit"], "cores",
+                                          MAX_CPU_LIMIT)
     values["kill_grace_seconds"] = check.non_negative("kill_grace_seconds",
                                                       options.get("kill_grace_seconds", 3.0))
     values["retry_delay_seconds"] = check.non_negative("retry_delay_seconds",
@@ -299,6 +315,22 @@ class _Checker:
         if not number >= 0:
             self.fail(field, f"must be 0 or more, got {value!r}")
         return number
+
+    def limit(self, field: str, value: Any, unit: str, highest: float) -> float:
+        """A positive, finite amount of ``unit`` up to ``highest``."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(value) or not 0 < value <= highest:
+            self.fail(field, f"must be a number of {unit} above 0 and at most {highest}, "
+                             f"got {value!r}")
+        return float(value)
+
+    def whole_limit(self, field: str, value: Any, unit: str, highest: int) -> int:
+        """A whole number of ``unit`` from 1 to ``highest``."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+                or not 1 <= value <= highest:
+            self.fail(field, f"must be a whole number of {unit} from 1 to {highest}, "
+                             f"got {value!r}")
+        return int(value)
 
     def count(self, field: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -20,6 +20,7 @@ from .dispatcher import Dispatcher
 from .errors import ConfigError, NotRunningError, OrchestratorError
 from .events import EventBus, RunEvent
 from .execution.base import RunExecutor
+from .execution.process import CONTAINMENTS, ProcessExecutor
 from .history import MemoryHistory
 from .state import StateStore
 from .runs import Outcome, RunRecord
@@ -44,13 +45,18 @@ class WorkerOrchestrator:
         free port; see :attr:`http_url`); ``None`` (default) serves nothing.
     :param http_token: the bearer token that allows the ``POST`` control routes; without
         it those routes are off.
+    :param containment: what keeps each attempt's processes together: ``"auto"``
+        (default: a cgroup per attempt where cgroups may be made, else process groups),
+        ``"cgroup"`` (refuse where they cannot) or ``"process-group"``. See README
+        "Containment".
     :raises ConfigError: on an invalid option.
+    :raises ContainmentError: for ``containment="cgroup"`` where cgroups cannot be made.
     """
 
     def __init__(self, max_concurrent: int = 5, state_path: str | None = None, *,
                  timezone: str | tzinfo | None = None, executor: RunExecutor | None = None,
                  clock=None, history_limit: int = 1000, http: str | None = None,
-                 http_token: str | None = None):
+                 http_token: str | None = None, containment: str = "auto"):
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) \
                 or max_concurrent < 1:
             raise ConfigError(f"orchestrator: max_concurrent must be a whole number of at "
@@ -64,6 +70,16 @@ class WorkerOrchestrator:
                               f"{state_path!r}", field="state_path")
         if timezone is not None:
             timezone = parse_timezone(timezone)
+        if containment not in CONTAINMENTS:
+            raise ConfigError(f"orchestrator: containment must be one of "
+                              f"{', '.join(map(repr, CONTAINMENTS))}, got {containment!r}",
+                              field="containment")
+        if executor is None:
+            executor = ProcessExecutor(containment=containment)
+        elif containment != "auto":
+            raise ConfigError("orchestrator: containment applies to the default process "
+                              "executor; leave it out when you pass an executor",
+                              field="containment")
         self._events = EventBus()
         self._executor = executor
         self._dispatcher = Dispatcher(executor, max_concurrent=max_concurrent, clock=clock,
@@ -127,14 +143,11 @@ class WorkerOrchestrator:
             if dispatcher.state != "created":
                 raise OrchestratorError("this orchestrator was stopped; create a new "
                                         "WorkerOrchestrator to start again")
-            if self._executor is None:
-                from .execution.process import ProcessExecutor
-                self._executor = ProcessExecutor()
-            dispatcher.executor = self._executor
             dispatcher.store.open()  # the instance lock; raises StateError if taken
             try:
                 self._http_server = self._bind_http()
                 dispatcher.call(dispatcher.begin)
+                self._executor.start()  # cleans up after dead launchers; starts its own
             except BaseException:
                 dispatcher.store.close()
                 if self._http_server is not None:
@@ -172,8 +185,7 @@ class WorkerOrchestrator:
                     logger.error("stop: runs did not end after being killed; giving up "
                                  "waiting for them")
             dispatcher.halt_thread()
-            if self._executor is not None:
-                self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor.shutdown(wait=True, cancel_futures=True)
             dispatcher.call(dispatcher.end)
             if self._http_server is not None:
                 self._http_server.stop()  # before the store it reads from closes

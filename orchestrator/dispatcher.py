@@ -24,6 +24,7 @@ thread under a lock, so the owner is still one at a time.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import heapq
 import itertools
@@ -222,7 +223,7 @@ class Dispatcher:
         if self.state != "running":
             return None if self._commands.empty() else 0.0
         now = self.clock.now()
-        with self.store.batch():  # one transaction for the step's due records
+        with self._transaction():  # one transaction for the step's due records
             self._fire_due(now)
         self._admit(now)
         if not self._commands.empty():
@@ -254,6 +255,13 @@ class Dispatcher:
                 reply.set_result(function(*args))
             except BaseException as error:  # handed to the caller, who re-raises it
                 reply.set_exception(error)
+
+    def _transaction(self):
+        """Writes inside commit together; their events go out once they are committed."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.events.deferred())
+        stack.enter_context(self.store.batch())  # left first: the commit precedes the events
+        return stack
 
     # -- timers ---------------------------------------------------------------------------
 
@@ -392,7 +400,8 @@ class Dispatcher:
             command=config.command, shell=config.shell, env=config.env, cwd=config.cwd,
             timeout_seconds=config.timeout_seconds,
             kill_grace_seconds=config.kill_grace_seconds,
-            memory_limit_mb=config.memory_limit_mb, kill_leftovers=config.kill_leftovers,
+            memory_limit_mb=config.memory_limit_mb, pids_limit=config.pids_limit,
+            cpu_limit=config.cpu_limit, kill_leftovers=config.kill_leftovers,
             user=config.user)
         with self.store.batch():  # the record exists before the process does
             self.store.save(record)
@@ -416,7 +425,7 @@ class Dispatcher:
     # -- a run ends -----------------------------------------------------------------------
 
     def _finished(self, name: str, future: RunFuture) -> None:
-        with self.store.batch():  # the record and its worker's counters, together
+        with self._transaction():  # the record and its worker's counters, together
             self._book_attempt(name, future)
 
     def _book_attempt(self, name: str, future: RunFuture) -> None:
@@ -567,6 +576,7 @@ class Dispatcher:
                             f"registered; register {other!r} first", worker=name, field=field)
         if self.state in ("running", "stopping"):
             self._check_dependency_modes(config)
+        self._check_containment(config)
         self._graph.add_worker(name, config.depends_on, config.blocks)
         state = WorkerState(config)
         self._workers[name] = state
@@ -584,11 +594,24 @@ class Dispatcher:
         self._graph.check_known()
         for state in self._workers.values():
             self._check_dependency_modes(state.config)
+            self._check_containment(state.config)
         now = self.clock.now()
         self._restore(now)
         self.state = "running"
         for state in self._workers.values():
             self._begin_worker(state, now)
+
+    def _check_containment(self, config: WorkerConfig) -> None:
+        """``pids_limit`` and ``cpu_limit`` are a cgroup's limits: refused without one."""
+        if self.executor is None or self.executor.containment == "cgroup":
+            return
+        for field in ("pids_limit", "cpu_limit"):
+            if getattr(config, field) is not None:
+                raise ConfigError(
+                    f"worker {config.name!r}: {field} needs cgroup containment, which this "
+                    f"orchestrator does not have ({self.executor.containment_detail}); remove "
+                    f"{field}, or run where cgroups can be made (README: Containment)",
+                    worker=config.name, field=field)
 
     def _check_dependency_modes(self, config: WorkerConfig) -> None:
         """A continuous worker is always running or due again, so nothing could ever wait

@@ -48,6 +48,11 @@ class NotRunningError(OrchestratorError):
     """An operation needs a started orchestrator (for example ``trigger_worker(wait=True)``)."""
 
 
+class ContainmentError(OrchestratorError):
+    """The containment asked for is not available on this machine (the message says what is
+    missing and how to get it)."""
+
+
 class RunError(OrchestratorError):
     """A run ended without success; carries what is known about it."""
 

@@ -6,6 +6,7 @@ import, so a library user sees nothing until ``logger.enable("orchestrator")``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from datetime import datetime
@@ -56,6 +57,22 @@ class EventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listeners: list[Callable[[RunEvent], Any]] = []
+        self._held: list[RunEvent] | None = None  # events of the open transaction
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """Hold the events emitted inside until the block ends (after the state change they
+        report has been committed), then emit them in order. Nested blocks join the outer."""
+        if self._held is not None:
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            for event in held:
+                self._deliver(event)
 
     def add_listener(self, callback: Callable[[RunEvent], Any]) -> None:
         with self._lock:
@@ -66,6 +83,12 @@ class EventBus:
             self._listeners.remove(callback)
 
     def emit(self, event: RunEvent) -> None:
+        if self._held is not None:
+            self._held.append(event)
+        else:
+            self._deliver(event)
+
+    def _deliver(self, event: RunEvent) -> None:
         logger.bind(worker=event.worker, run_id=event.run_id, event=event.kind).log(
             _LEVELS.get(event.kind, "INFO"), event.line())
         with self._lock:

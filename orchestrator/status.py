@@ -28,8 +28,11 @@ def build_status(dispatcher, now: datetime) -> dict:
     """The whole status document; see README "Status" for its fields."""
     running = sorted(dispatcher.running)
     pending = sorted(dispatcher.pending)
+    executor = dispatcher.executor
     return {
         "state": dispatcher.state,
+        "containment": executor.containment if executor is not None else "none",
+        "containment_detail": executor.containment_detail if executor is not None else "",
         "max_concurrent": dispatcher.max_concurrent,
         "workers": list(dispatcher.workers),
         "running": running,

@@ -40,7 +40,7 @@ __all__ = ["Installation", "WorkerEntry", "load"]
 
 #: Keys of the ``[orchestrator]`` table.
 ORCHESTRATOR_KEYS = ("max_concurrent", "state_path", "timezone", "history_limit", "http",
-                     "http_token_file")
+                     "http_token_file", "containment")
 
 #: Keys a worker table may have besides the register_worker options: what it runs, and two
 #: options the file passes on as they are.
@@ -50,7 +50,7 @@ WORKER_KEYS = tuple(dict.fromkeys((*OPTIONS, *WORKER_EXTRA_KEYS)))
 #: Options where ``false`` stands for Python's ``None`` (TOML has no null): no timeout,
 #: never auto-disable, no memory limit, no catch-up window.
 _FALSE_IS_NONE = ("timeout_seconds", "max_consecutive_failures", "memory_limit_mb",
-                  "misfire_grace_seconds")
+                  "pids_limit", "cpu_limit", "misfire_grace_seconds")
 
 _FUNCTION_REFERENCE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$|\s*\(at end of document\)$")
@@ -198,7 +198,7 @@ def _orchestrator_options(settings: dict, directory: str, fail) -> dict[str, Any
         problem = _value_problem(value)
         if problem:
             fail(f"[orchestrator] {key} {problem}", field=key)
-    for key in ("max_concurrent", "history_limit"):
+    for key in ("max_concurrent", "history_limit", "containment"):
         if key in settings:
             options[key] = settings[key]
     if "timezone" in settings:

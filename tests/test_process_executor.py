@@ -20,7 +20,8 @@ import pytest
 import workers_for_executor as workers
 from conftest import wait_for
 from orchestrator.execution.base import RunSpec
-from orchestrator.execution.process import RUN_TOKEN_VARIABLE, TAIL_BYTES, ProcessExecutor
+from orchestrator.execution.process import (RUN_TOKEN_VARIABLE, TAIL_BYTES, TOKEN_PLACEHOLDER,
+                                            ProcessExecutor)
 from orchestrator.execution.stale import kill_stale
 from orchestrator.runs import Outcome
 
@@ -29,9 +30,10 @@ SAFETY_TIMEOUT = 30.0
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def executor():
-    executor = ProcessExecutor()
+@pytest.fixture(params=["cgroup", "process-group"])
+def executor(request):
+    """The engine under each containment: every test here holds for both."""
+    executor = ProcessExecutor(containment=request.param)
     yield executor
     executor.shutdown(wait=True, cancel_futures=True)
 
@@ -201,8 +203,8 @@ def run_processes(launcher_pid: int) -> list[psutil.Process]:
     found = []
     for process in psutil.Process(launcher_pid).children(recursive=True):
         try:
-            if process.status() != psutil.STATUS_ZOMBIE and \
-                    RUN_TOKEN_VARIABLE in process.environ():
+            token = process.environ().get(RUN_TOKEN_VARIABLE, TOKEN_PLACEHOLDER)
+            if process.status() != psutil.STATUS_ZOMBIE and token != TOKEN_PLACEHOLDER:
                 found.append(process)
         except psutil.NoSuchProcess:
             pass
@@ -321,7 +323,12 @@ def test_memory_limit_kills_the_attempt(executor):
                                          memory_limit_mb=100, kill_grace_seconds=0,
                                          timeout_seconds=SAFETY_TIMEOUT))
     assert result.outcome is Outcome.MEMORY_EXCEEDED, result.error
-    assert result.error.startswith("memory limit 100 MB exceeded (rss ")
+    if executor.containment == "cgroup":  # the kernel's limit
+        assert result.error == ("memory limit 100 MB exceeded: the kernel killed 1 process "
+                                "at the limit")
+        assert result.peak_rss_bytes <= 100 * 1024 * 1024
+    else:
+        assert result.error.startswith("memory limit 100 MB exceeded (rss ")
     assert_next_run_works(executor)
 
 

@@ -1,46 +1,50 @@
 """The launcher: one small single-threaded process that forks, watches and kills every run.
 
 ``process.py`` starts it as ``python _launcher.py SOCKET_FD`` (by path: it never imports the
-orchestrator package) and talks to it over one socket, in frames of an 8-byte big-endian
-length and a pickle::
+orchestrator package, only its sibling files ``wire.py`` and ``cgroups.py``, by path) and
+talks to it over one socket, in ``wire`` frames::
 
     orchestrator                          launcher (this file)                 run processes
     ------------                          --------------------                 -------------
-    ("init", preparation, interval) -->   multiprocessing.spawn.prepare()
-                                          (sys.path, cwd, the user's __main__)
-                                          fork two spares ------------------->  spare: waits
-    ("run", job, limits, token,     -->   hand the job to a spare ----------->  function: call
-         child job, modules)              import the modules of its function     command: exec
-                                          and argument; when idle and none
-                                          is left, fork the next two
-                        <-- ("started", job, pid, start ticks, epoch)  (function: handed
-                                                                        over; command:
-                                                                        status pipe closed)
-                        <-- ("start_failed", job, message)             (exec or chdir failed)
-    ("kill", job, outcome, error, now) -> SIGTERM to the run's tree; SIGKILL after the grace
-    ("kill_all", outcome, error)    -->
-                        <-- ("usage", [(job, cpu, rss, peak, processes, at), ...])
-                                          every sample interval, one /proc pass for all runs
-                        <-- ("finished", job, fields)                  (reaped with wait4,
-                                                                        leftovers gone)
+    Init(preparation, interval,     -->   multiprocessing.spawn.prepare()
+         cgroups)                         (sys.path, cwd, the user's __main__)
+                                          make a cgroup, fork a spare into it ->  spare: waits
+    Run(job, limits, token,         -->   set the cgroup's limits, hand the
+        child job, modules)               job to a spare -------------------->  function: call
+                                          import the modules of its function     command: exec
+                                          and argument; when idle, fork the
+                                          next spares
+                        <-- Started(job, pid, start ticks, epoch, cgroup)
+                        <-- StartFailed(job, message)                 (exec or chdir failed)
+    Kill(job, outcome, error, now)  -->   SIGTERM to the run's tree; SIGKILL after the grace
+    KillAll(outcome, error)         -->
+                        <-- Usage([Sample(job, cpu, rss, peak, processes, at), ...])
+                                          every sample interval
+                        <-- Finished(job, Ending(...))                (reaped, leftovers
+                                                                       gone, cgroup removed)
+                        <-- Log(level, text)                          (for the orchestrator's
+                                                                       log)
     EOF (orchestrator gone or done) -->   SIGKILL every run's tree, wait for it, exit
 
-The child job is a pickle the launcher passes on unread: ``("function", sys.path, cwd,
-environment or None, run's variables, pickled (function, pass_argument, argument), account)``
-or ``("command", argv, cwd, environment or None, run's variables, account)``, the account
-being ``(name, uid, gid)`` to switch to, or None; the environment is sent
-only when the orchestrator's differs from the launcher's. A function's result comes back on
-its own pipe as an 8-byte length and one pickled message, ``("returned", type name, pickled
-value)`` or ``("failed", one-line error, traceback text)``, which the launcher relays
-unread; so a failure travels as plain strings, and a value that cannot be unpickled fails
-only in the orchestrator, for that run.
+The child job is an encoded ``wire.FunctionJob`` or ``wire.CommandJob`` the launcher passes
+on unread. A function's result comes back on its own pipe as one ``wire.Returned`` or
+``wire.Raised`` frame, which the launcher relays unread; so a failure travels as plain
+strings, and a value that cannot be unpickled fails only in the orchestrator, for that run.
 
-Each run is its own process group, dies with the launcher (PR_SET_PDEATHSIG), and carries
-``ORCHESTRATOR_RUN_TOKEN`` in its environment. The launcher is a child subreaper, so a
-daemon that double-forked out of a run becomes the launcher's child: it is found by that
-token, and killed with the run. Processes are forked from this process only, which has
-one thread and little memory, so a fork costs about a millisecond; the next ones are forked
-ahead of time, so a run starts as soon as its job arrives.
+Containment. With cgroups (``Init.cgroups`` set), each spare is moved into a cgroup of its
+own right after the fork, before any job reaches it, so every process the run ever makes is
+in it: a kill is ``cgroup.kill`` (or the freezer), limits are the kernel's, CPU and peak
+memory are the whole tree's. Without cgroups each run is its own process group, and carries
+``ORCHESTRATOR_RUN_TOKEN`` in its environment; a function run also writes it into the
+environment block the kernel shows in ``/proc/PID/environ``, so processes it forks without
+exec carry it visibly. The launcher is a child subreaper: whatever is orphaned below it
+becomes its child, is found by that token (or by having been seen in the run's tree in a
+sample), and is killed with its run; an orphan that no running run owns is killed when a run
+ends. Either way every run dies with the launcher (PR_SET_PDEATHSIG).
+
+Processes are forked from this process only, which has one thread and little memory, so a
+fork costs about a millisecond; the next ones are forked ahead of time, so a run starts as
+soon as its job arrives.
 """
 
 import sys
@@ -56,24 +60,36 @@ import errno  # noqa: E402
 import fcntl  # noqa: E402
 import gc  # noqa: E402
 import importlib  # noqa: E402
+import importlib.util  # noqa: E402
 import os  # noqa: E402
 import pickle  # noqa: E402
 import selectors  # noqa: E402
 import signal  # noqa: E402
 import stat  # noqa: E402
-import struct  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 
 import _signal  # noqa: E402
 
-TAIL_BYTES = 64 * 1024
-RUN_TOKEN_VARIABLE = "ORCHESTRATOR_RUN_TOKEN"
-IMPORTING_VARIABLE = "ORCHESTRATOR_LAUNCHER_IMPORTING"  # set while loading user modules
+
+def _load_sibling(name: str, module_name: str):
+    """Load ``name.py`` beside this file as ``module_name``, without the package."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # pickle finds classes through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+wire = _load_sibling("wire", "_orchestrator_wire")
+cgroups = _load_sibling("cgroups", "_orchestrator_cgroups")
+
 LEFTOVER_WAIT_SECONDS = 5.0   # how long SIGKILLed leftovers may take to exit
 EXIT_WAIT_SECONDS = 10.0      # at exit, how long to wait for every run to be gone
 SPARES = 2                    # processes forked ahead of time, together, when none is left
-_FRAME = struct.Struct(">Q")
+SWEEP_ROUNDS = 200            # orphan sweeps in a row, for a lineage that forks as it dies
+_FRAME = wire.FRAME
 _READ_SIZE = 256 * 1024
 _PIPE_SIZE = 256 * 1024       # fewer wake-ups for a run that prints a lot
 _DRAIN_LIMIT = 1024 * 1024    # after exit, read at most this much: a leftover may keep writing
@@ -82,7 +98,7 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_TOKEN_PREFIX = (RUN_TOKEN_VARIABLE + "=").encode()
+_TOKEN_PREFIX = (wire.RUN_TOKEN_VARIABLE + "=").encode()
 _SIGCHLD, _SIGTERM, _SIGHUP, _SIGINT = (int(number) for number in (
     signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGINT))
 
@@ -98,13 +114,15 @@ def _prctl(option: int, value: int) -> None:
 # -- the run's side: what a spare does once forked ----------------------------------------------
 
 def _spare_main(launcher_pid: int, job_read: int, status_write: int, out_write: int,
-                err_write: int, result_write: int, warm_job: bytes | None) -> None:
+                err_write: int, result_write: int, warm_job: bytes | None,
+                stamp: bool) -> None:
     """Wait for one job, then run it. Never returns.
 
     ``warm_job``: a recent function job, unpickled (and thrown away) while waiting, so that
     the pages the next job's unpickling touches are this process's own before it arrives: a
     freshly forked process pays a page fault on the first touch of each, and that time would
     otherwise come between the job's due time and its first line of user code.
+    ``stamp``: write the run's token into the environment block (no cgroup holds the run).
     """
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != launcher_pid:  # the launcher died before PDEATHSIG was armed
@@ -129,19 +147,41 @@ def _spare_main(launcher_pid: int, job_read: int, status_write: int, out_write: 
             os.closerange(low + 1, high)
     if warm_job is not None:
         try:
-            _, _, _, _, _, call, _ = pickle.loads(warm_job)  # as _call_function unpacks it
-            pickle.loads(call)
+            pickle.loads(wire.decode(warm_job[_FRAME.size:]).call)
         except BaseException:
             pass
     header = _read_exactly(job_read, _FRAME.size)
     if len(header) < _FRAME.size:  # the launcher closed the spare without a job
         os._exit(0)
-    job = pickle.loads(_read_exactly(job_read, _FRAME.unpack(header)[0]))
+    job = wire.decode(_read_exactly(job_read, _FRAME.unpack(header)[0]))
     os.close(job_read)
-    if job[0] == "command":
+    if stamp:
+        _stamp_environment_block(job.variables.get(wire.RUN_TOKEN_VARIABLE, ""))
+    if isinstance(job, wire.CommandJob):
         _exec_command(job, status_write)
     else:
         _call_function(job, status_write, result_write)
+
+
+def _stamp_environment_block(token: str) -> None:
+    """Write ``token`` into the placeholder the launcher's environment block holds for it.
+
+    ``/proc/PID/environ`` shows that block, not ``os.environ``; a process forked without
+    exec keeps it, so a daemon that a function run double-forks still shows its token.
+    """
+    try:
+        fields = _stat_fields(os.getpid())
+        start, end = int(fields[47]), int(fields[48])
+        block = ctypes.string_at(start, end - start)
+        at = block.find(b"\0" + _TOKEN_PREFIX)
+        if at < 0:
+            return
+        at += 1 + len(_TOKEN_PREFIX)
+        room = block.index(b"\0", at) - at
+        value = token.encode()[:room]
+        ctypes.memmove(start + at, value + b" " * (room - len(value)), room)
+    except (OSError, ValueError, TypeError, IndexError):
+        pass  # not fatal: the run is still found through its process group and samples
 
 
 def _set_environment(full: dict[str, str] | None, extra: dict[str, str]) -> None:
@@ -181,13 +221,13 @@ def _enter(identity: tuple | None, cwd: str | None, status_write: int) -> None:
             _fail_start(status_write, "cwd", exc)
 
 
-def _exec_command(job: tuple, status_write: int) -> None:
-    _, argv, cwd, full_env, extra_env, identity = job
-    _enter(identity, cwd, status_write)
+def _exec_command(job, status_write: int) -> None:
+    _enter(job.identity, job.cwd, status_write)
     for number in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(number, signal.SIG_DFL)
-    _set_environment(full_env, extra_env)
+    _set_environment(job.environment, job.variables)
     env = os.environ
+    argv = job.argv
     program = argv[0]
     if os.path.dirname(program):
         candidates = [program]
@@ -209,26 +249,28 @@ def _fail_start(status_write: int, stage: str, exc: OSError) -> None:
     os._exit(127)
 
 
-def _call_function(job: tuple, status_write: int, result_write: int) -> None:
-    _, sys_path, cwd, full_env, extra_env, call, identity = job
-    _enter(identity, cwd, status_write)
+def _call_function(job, status_write: int, result_write: int) -> None:
+    _enter(job.identity, job.cwd, status_write)
     # Started: nothing below can fail to start, and the orchestrator, waiting for this,
     # goes on while the rest is set up. (User code runs only once the function is loaded.)
     os.close(status_write)
-    _set_environment(full_env, extra_env)
-    sys.path[:] = sys_path
+    _set_environment(job.environment, job.variables)
+    sys.path[:] = job.sys_path
     atexit._clear()  # the launcher's exit handlers are not the run's
     code = 0
+    call = job.call
+    del job
     try:
         function, pass_argument, argument = pickle.loads(call)
     except BaseException as exc:  # reported to the orchestrator, which records it
-        message = ("failed", f"cannot load the function: {_error_line(exc)}",
-                   _format_traceback(exc))
+        message = wire.Raised(f"cannot load the function: {_error_line(exc)}",
+                              _format_traceback(exc))
     else:
         del call
         message = _call(function, pass_argument, argument)
     try:
-        _send_result(result_write, message)
+        _write_all(result_write, wire.encode(message))
+        os.close(result_write)
     except OSError:
         code = 1
     _flush_std()
@@ -255,18 +297,18 @@ def _flush_std() -> None:
             pass
 
 
-def _call(function, pass_argument: bool, argument) -> tuple:
+def _call(function, pass_argument: bool, argument):
     try:
         value = function(argument) if pass_argument else function()
     except BaseException as exc:  # every way out of user code is a result
-        return ("failed", _error_line(exc), _format_traceback(exc))
+        return wire.Raised(_error_line(exc), _format_traceback(exc))
     try:
         data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
     except BaseException as exc:
-        return ("failed",
-                f"result of type {type(value).__name__!r} cannot be pickled: {_error_line(exc)}",
-                _format_traceback(exc))
-    return ("returned", type(value).__name__, data)
+        return wire.Raised(
+            f"result of type {type(value).__name__!r} cannot be pickled: {_error_line(exc)}",
+            _format_traceback(exc))
+    return wire.Returned(type(value).__name__, data)
 
 
 def _error_line(exc: BaseException) -> str:
@@ -283,12 +325,6 @@ def _format_traceback(exc: BaseException) -> str:
         return "".join(traceback.format_exception(exc))
     except BaseException:
         return f"{_error_line(exc)}\n(the traceback could not be formatted)\n"
-
-
-def _send_result(fd: int, message: tuple) -> None:
-    body = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-    _write_all(fd, _FRAME.pack(len(body)) + body)
-    os.close(fd)
 
 
 def _read_exactly(fd: int, size: int) -> bytes:
@@ -347,9 +383,9 @@ class _Tail:
 
 
 class _Spare:
-    """A process forked ahead of time, waiting for its job."""
+    """A process forked ahead of time, waiting for its job (in its cgroup, if any)."""
 
-    def __init__(self, pid, job_write, status_read, out_read, err_read, result_read):
+    def __init__(self, pid, job_write, status_read, out_read, err_read, result_read, group):
         self.pid = pid
         self.start_ticks = _start_ticks(pid)  # read now, off the path of a start
         self.job_write = job_write
@@ -357,6 +393,7 @@ class _Spare:
         self.out_read = out_read
         self.err_read = err_read
         self.result_read = result_read
+        self.group = group
 
     def close(self) -> None:
         for fd in (self.job_write, self.status_read, self.out_read, self.err_read,
@@ -370,24 +407,25 @@ class _Spare:
 class _Run:
     """One run handed to a spare; owned by the launcher loop."""
 
-    def __init__(self, job_id: int, limits: dict, token: str, spare: _Spare):
+    def __init__(self, job_id: int, limits, token: str, spare: _Spare):
         self.job_id = job_id
         self.limits = limits
         self.token = token
         self.pid = spare.pid
         self.start_ticks = spare.start_ticks
+        self.group = spare.group      # its cgroup, or None (a process group only)
         self.starting = True  # until the status pipe closes
         self.start_reported = False
         self.start_failed = False
         self.status_read = spare.status_read
         os.set_blocking(self.status_read, False)
         self.status = bytearray()
-        self.out = _Tail(spare.out_read, TAIL_BYTES)
-        self.err = _Tail(spare.err_read, TAIL_BYTES)
+        self.out = _Tail(spare.out_read, wire.TAIL_BYTES)
+        self.err = _Tail(spare.err_read, wire.TAIL_BYTES)
         self.result = _Tail(spare.result_read, None)
         self.started = time.monotonic()
         self.started_epoch = time.time()
-        timeout = limits["timeout"]
+        timeout = limits.timeout
         self.timeout_at = None if timeout is None else self.started + timeout
         self.kill_outcome: str | None = None
         self.kill_error: str | None = None
@@ -398,9 +436,11 @@ class _Run:
         self.peak_rss_bytes: int | None = None
         self.ended_epoch: float | None = None
         self.tree: dict[int, int] = {}  # other processes of the run: pid -> pidfd
+        self.known: dict[int, int] = {}  # pid -> start ticks of members seen in samples
         self.leftover_deadline: float | None = None
         self.rescanned = False
-        self.sampled_peak = 0
+        self.sampled_peak = 0       # the highest memory of the tree seen in a sample
+        self.sampled_cpu = 0.0      # CPU seconds of the tree in the newest sample
 
     def deadline(self) -> float | None:
         if self.reaped:
@@ -436,6 +476,10 @@ class Launcher:
         self.ready = False                        # prepared: spares may be forked
         self.tokens_seen: dict[tuple[int, int], str | None] = {}  # (pid, start) -> token
         self.warm_job: bytes | None = None        # see _spare_main
+        self.cgroups = None                       # wire.CgroupPlan, or None
+        self.groups_made = 0
+        self.kept_tokens: set[str] = set()        # runs whose leftovers stay (PG mode)
+        self.logged: set[str] = set()             # problems already logged once
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -478,6 +522,7 @@ class Launcher:
                 for _ in range(SPARES):
                     self._fork_spare()
         self._drop_spares()
+        self._remove_home()
 
     def _seconds_to_next_deadline(self) -> float | None:
         deadlines = [d for run in self.runs.values() if (d := run.deadline()) is not None]
@@ -491,15 +536,16 @@ class Launcher:
         for run in list(self.runs.values()):
             if run.reaped:
                 if run.leftover_deadline is not None and now >= run.leftover_deadline:
-                    _log(f"run {run.job_id}: leftover processes {sorted(run.tree)} did not "
-                         f"exit within {LEFTOVER_WAIT_SECONDS}s of SIGKILL")
+                    self._log("error", f"run {run.job_id}: leftover processes "
+                                       f"{sorted(run.tree)} did not exit within "
+                                       f"{LEFTOVER_WAIT_SECONDS}s of SIGKILL")
                     self._complete(run)
             elif run.sigkill_at is not None and now >= run.sigkill_at:
                 run.sigkill_at = None
                 self._signal_tree(run, signal.SIGKILL)
             elif run.kill_outcome is None and run.timeout_at is not None \
                     and now >= run.timeout_at:
-                self._kill(run, "timed_out", f"timed out after {_plain(run.limits['timeout'])}s")
+                self._kill(run, "timed_out", f"timed out after {_plain(run.limits.timeout)}s")
         if self.sample_at is not None and now >= self.sample_at:
             self._sample()
 
@@ -515,6 +561,18 @@ class Launcher:
         self._drop_spares()
         for run in list(self.runs.values()):
             self._kill(run, "cancelled", "the orchestrator is gone", immediately=True)
+
+    def _log(self, level: str, text: str, once: str | None = None) -> None:
+        """A line for the orchestrator's log; with ``once``, only the first time that key
+        comes up (a cgroup file system that broke says so once, not once per run)."""
+        if once is not None:
+            if once in self.logged:
+                return
+            self.logged.add(once)
+        if self.closing:
+            print(f"orchestrator launcher {self.pid}: {text}", file=sys.stderr, flush=True)
+        else:
+            self._send(wire.Log(level, text))
 
     # -- the socket ---------------------------------------------------------------------------
 
@@ -538,19 +596,17 @@ class Launcher:
             end = offset + _FRAME.size + size
             if len(self.inbox) < end:
                 break
-            message = pickle.loads(memoryview(self.inbox)[offset + _FRAME.size:end])
+            message = wire.decode(memoryview(self.inbox)[offset + _FRAME.size:end])
             offset = end
             self._on_message(message)
             if self.closing:
                 return
         del self.inbox[:offset]
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message) -> None:
         if self.closing:
             return
-        body = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-        self.outbox += _FRAME.pack(len(body))
-        self.outbox += body
+        self.outbox += wire.encode(message)
         self._flush()
 
     def _flush(self) -> None:
@@ -571,38 +627,54 @@ class Launcher:
         if self.selector.get_key(self.sock).events != events:
             self.selector.modify(self.sock, events, self._on_socket)
 
-    def _on_message(self, message: tuple) -> None:
-        kind = message[0]
-        if kind == "run":
-            self._start(*message[1:])
-        elif kind == "kill":
-            _, job_id, outcome, error, immediately = message
-            run = self.runs.get(job_id)
+    def _on_message(self, message) -> None:
+        if isinstance(message, wire.Run):
+            self._start(message)
+        elif isinstance(message, wire.Kill):
+            run = self.runs.get(message.job_id)
             if run is not None:
-                self._kill(run, outcome, error, immediately)
-        elif kind == "kill_all":
-            _, outcome, error = message
+                self._kill(run, message.outcome, message.error, message.immediately)
+        elif isinstance(message, wire.KillAll):
             for run in list(self.runs.values()):
-                self._kill(run, outcome, error)
-        elif kind == "init":
-            _, preparation, self.sample_interval = message
-            self._prepare(preparation)
+                self._kill(run, message.outcome, message.error)
+        elif isinstance(message, wire.Init):
+            self.sample_interval = message.sample_interval
+            self.cgroups = message.cgroups
+            self._prepare(message.preparation)
             self.ready = True
 
     def _prepare(self, preparation: dict) -> None:
-        os.environ[IMPORTING_VARIABLE] = "1"  # an unguarded script must not start runs here
+        os.environ[wire.IMPORTING_VARIABLE] = "1"  # an unguarded script must not start runs
         try:
             import multiprocessing.spawn
             multiprocessing.spawn.prepare(preparation)
         except BaseException:  # a user script that fails to import; its functions will say so
-            _log("could not prepare the workers' modules:\n" + traceback.format_exc())
+            self._log("warning", "could not prepare the workers' modules:\n"
+                      + traceback.format_exc())
         finally:
-            del os.environ[IMPORTING_VARIABLE]
+            del os.environ[wire.IMPORTING_VARIABLE]
         _freeze()
 
     # -- starting -----------------------------------------------------------------------------
 
-    def _fork_spare(self) -> None:
+    def _new_group(self):
+        """A fresh cgroup for the next spare, or None (no cgroups, or they failed: the run is
+        then contained by its process group, and the failure is logged once)."""
+        if self.cgroups is None:
+            return None
+        self.groups_made += 1
+        group = cgroups.Group(self.cgroups, f"run-{self.groups_made}")
+        try:
+            group.create()
+        except OSError as error:
+            self._log("error", f"cannot create a cgroup for the next run ({error}); runs are "
+                               f"contained by process groups until it works again",
+                      once=f"create {error.errno}")
+            return None
+        return group
+
+    def _fork_spare(self, contained: bool = True) -> None:
+        group = self._new_group() if contained else None
         pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(5)]
         (job_read, job_write), (status_read, status_write), (out_read, out_write), \
             (err_read, err_write), (result_read, result_write) = pipes
@@ -617,7 +689,7 @@ class Launcher:
         if pid == 0:
             try:
                 _spare_main(self.pid, job_read, status_write, out_write, err_write,
-                            result_write, self.warm_job)
+                            result_write, self.warm_job, stamp=group is None)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -628,34 +700,46 @@ class Launcher:
             os.setpgid(pid, pid)  # also done by the spare; whichever comes first
         except OSError:
             pass
-        self.spares[pid] = _Spare(pid, job_write, status_read, out_read, err_read, result_read)
+        spare = _Spare(pid, job_write, status_read, out_read, err_read, result_read, group)
+        if group is not None:
+            # Before any job reaches it: every process the run makes is in the cgroup.
+            try:
+                group.add(pid)
+            except OSError as error:
+                self._log("error", f"cannot move a process into its cgroup ({error}); runs "
+                                   f"are contained by process groups until it works again",
+                          once=f"add {error.errno}")
+                self._drop_spare(spare)  # it may be in some hierarchies: start over without
+                self._fork_spare(contained=False)
+                return
+        self.spares[pid] = spare
 
     def _drop_spares(self) -> None:
         spares = list(self.spares.values())
         self.spares.clear()
         for spare in spares:
-            spare.close()
-            try:
-                os.kill(spare.pid, signal.SIGKILL)
-                os.waitpid(spare.pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+            self._drop_spare(spare)
 
-    def _start(self, job_id: int, limits: dict, token: str, child_job: bytes,
-               modules: list[str]) -> None:
-        frame = _FRAME.pack(len(child_job)) + child_job
+    def _start(self, message) -> None:
+        job_id, limits, token, frame, modules = message
         for _attempt in range(2):
             if not self.spares:
                 self._fork_spare()
             spare = self.spares.pop(next(iter(self.spares)))
+            problem = self._limit(spare, limits)
+            if problem is not None:
+                self._drop_spare(spare)
+                self._send(wire.StartFailed(job_id, f"cannot start {limits.program!r}: "
+                                                    f"{problem}"))
+                return
             try:
                 _write_all(spare.job_write, frame)
             except BrokenPipeError:  # the spare died; its reap is handled as an orphan's
-                spare.close()
+                self._drop_spare(spare)
                 continue
             break
         else:
-            self._send(("start_failed", job_id, "cannot start: the spare process died"))
+            self._send(wire.StartFailed(job_id, "cannot start: the spare process died"))
             return
         os.close(spare.job_write)
         run = _Run(job_id, limits, token, spare)
@@ -667,17 +751,41 @@ class Launcher:
             register(tail.fd, selectors.EVENT_READ, lambda t=tail: self._on_output(t))
         if self.sample_at is None:
             self.sample_at = time.monotonic() + self.sample_interval
-        if limits.get("function") and not limits.get("user") and \
-                _can_enter(limits.get("workdir")):
+        if limits.function and not limits.user and _can_enter(limits.workdir):
             # A function's spare holds the job now; all that can still fail is its chdir,
             # into a directory just checked: report the start without waiting for the spare
-            # to say so (should the directory go away meanwhile, start_failed follows).
+            # to say so (should the directory go away meanwhile, StartFailed follows).
             self._report_start(run)
         if modules:
-            self._import(limits["sys_path"], modules)
-        if limits.get("warm") and all(name in sys.modules for name in modules):
-            self.warm_job = child_job  # unpickling it runs and imports nothing
+            self._import(limits.sys_path, modules)
+        if limits.warm and all(name in sys.modules for name in modules):
+            self.warm_job = frame  # unpickling it runs and imports nothing
         # The next spare is forked as soon as the loop is idle (see serve).
+
+    def _limit(self, spare: _Spare, limits) -> str | None:
+        """Set the run's kernel limits on the spare's cgroup; why they cannot be, or None."""
+        if spare.group is None:
+            if limits.pids_limit is not None or limits.cpu_limit is not None:
+                return "pids_limit and cpu_limit need a cgroup, and none could be made"
+            return None  # memory_limit_mb is then enforced by sampling
+        memory = None if limits.memory_limit_mb is None else \
+            int(limits.memory_limit_mb * 1024 * 1024)
+        try:
+            spare.group.limit(memory, limits.pids_limit, limits.cpu_limit)
+        except OSError as error:
+            return f"cannot set its limits in {spare.group.path}: {error}"
+        return None
+
+    def _drop_spare(self, spare: _Spare) -> None:
+        """Kill and reap a spare that was taken out of ``spares``; remove its cgroup."""
+        spare.close()
+        try:
+            os.kill(spare.pid, signal.SIGKILL)
+            os.waitpid(spare.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass  # already reaped (as an orphan)
+        if spare.group is not None:
+            self._remove_group(spare.group)
 
     def _import(self, sys_path: list[str], modules: list[str]) -> None:
         """Import the modules of the run's function and argument here too, so that the next
@@ -686,7 +794,7 @@ class Launcher:
         if not missing:
             return
         sys.path[:] = sys_path
-        os.environ[IMPORTING_VARIABLE] = "1"
+        os.environ[wire.IMPORTING_VARIABLE] = "1"
         imported = False
         for name in missing:
             try:
@@ -694,7 +802,7 @@ class Launcher:
                 imported = True
             except BaseException:  # the run itself reports why it cannot be loaded
                 pass
-        del os.environ[IMPORTING_VARIABLE]
+        del os.environ[wire.IMPORTING_VARIABLE]
         if imported:
             self._drop_spares()  # forked without these modules: the next ones will have them
             _freeze()
@@ -720,16 +828,17 @@ class Launcher:
         stage, number = run.status.decode().split()
         detail = f"[Errno {number}] {os.strerror(int(number))}"
         if stage == "cwd":
-            detail = f"working directory {run.limits['workdir']!r}: {detail}"
+            detail = f"working directory {run.limits.workdir!r}: {detail}"
         elif stage == "user":
-            detail = f"cannot become user {run.limits['user']!r}: {detail}"
+            detail = f"cannot become user {run.limits.user!r}: {detail}"
         run.start_failed = True
-        self._send(("start_failed", run.job_id,
-                    f"cannot start {run.limits['program']!r}: {detail}"))
+        self._send(wire.StartFailed(run.job_id,
+                                    f"cannot start {run.limits.program!r}: {detail}"))
 
     def _report_start(self, run: _Run) -> None:
         run.start_reported = True
-        self._send(("started", run.job_id, run.pid, run.start_ticks, run.started_epoch))
+        self._send(wire.Started(run.job_id, run.pid, run.start_ticks, run.started_epoch,
+                                run.group.path if run.group is not None else None))
 
     def _on_output(self, tail: _Tail) -> None:
         if tail.read() == 0:
@@ -760,7 +869,10 @@ class Launcher:
             if run is not None:
                 self._on_exit(run, status, usage)
             elif pid in self.spares:
-                self.spares.pop(pid).close()
+                spare = self.spares.pop(pid)
+                spare.close()
+                if spare.group is not None:
+                    self._remove_group(spare.group)
             # else: an orphan adopted as subreaper, or a leftover: reaped, nothing to record
 
     def _on_exit(self, run: _Run, status: int, usage) -> None:
@@ -784,7 +896,7 @@ class Launcher:
             self._signal_tree(run, signal.SIGKILL)
             self._discard(run)
             return
-        if run.kill_outcome is not None or run.limits["kill_leftovers"]:
+        if run.kill_outcome is not None or run.limits.kill_leftovers:
             # run.tree may hold processes found while it was being killed; they may be
             # gone already, which their pidfds will say at once.
             if run.tree or self._may_have_left_processes(run):
@@ -792,31 +904,54 @@ class Launcher:
             if run.tree:
                 self._watch_leftovers(run)
         else:
-            self._close_tree(run)
+            self._keep_leftovers(run)
         if not run.tree:
             self._complete(run)
 
     def _may_have_left_processes(self, run: _Run) -> bool:
-        """Whether the reaped run may have left processes behind, without reading all of
-        /proc: every process it left is now a descendant of one of the launcher's own
-        children (it is their subreaper), so only those need a look."""
-        data = _read_proc(f"/proc/{self.pid}/task/{self.pid}/children")
-        if data is None:
-            return True  # no such file on this kernel: do the full search
-        children = [int(pid) for pid in data.split()]
-        for pid in children:
-            if pid in self.by_pid or pid in self.spares:
-                continue
+        """Whether the reaped run may have left processes behind. With a cgroup: whether it
+        still has members. Otherwise, without reading all of /proc: every process it left is
+        now a descendant of one of the launcher's own children (it is their subreaper), so
+        only those need a look."""
+        if run.group is not None:
+            return bool(run.group.members())
+        for pid in self._adopted():
             fields = _stat_fields(pid)
             if fields is None:
                 continue
             group = None if fields[0] == b"Z" else int(fields[2])
-            if group == run.pid or self._token_of(pid, int(fields[19])) == run.token:
+            if group == run.pid or self._token_of(pid, int(fields[19])) == run.token \
+                    or run.known.get(pid) == int(fields[19]):
                 return True
         return False
 
+    def _adopted(self) -> list[int]:
+        """The launcher's children that are neither a run's process nor a spare: orphans it
+        adopted as their subreaper."""
+        data = _read_proc(f"/proc/{self.pid}/task/{self.pid}/children")
+        if data is None:
+            return [pid for pid, row in _scan().items() if row[0] == self.pid
+                    and pid not in self.by_pid and pid not in self.spares]
+        return [pid for pid in map(int, data.split())
+                if pid not in self.by_pid and pid not in self.spares]
+
+    def _keep_leftovers(self, run: _Run) -> None:
+        """``kill_leftovers=False``: what the run left is no longer its own."""
+        self._close_tree(run)
+        if run.group is not None:
+            try:
+                run.group.release()
+            except OSError as error:
+                self._log("error", f"cannot move the processes run {run.job_id} left out of "
+                                   f"its cgroup ({error})", once=f"release {error.errno}")
+        else:
+            self.kept_tokens.add(run.token)
+            if len(self.kept_tokens) > 10000:
+                self.kept_tokens.clear()
+
     def _watch_leftovers(self, run: _Run) -> None:
-        run.leftover_deadline = time.monotonic() + LEFTOVER_WAIT_SECONDS
+        if run.leftover_deadline is None:
+            run.leftover_deadline = time.monotonic() + LEFTOVER_WAIT_SECONDS
         registered = self.selector.get_map()
         for pid, pidfd in run.tree.items():
             if registered.get(pidfd) is None:
@@ -829,7 +964,11 @@ class Launcher:
         os.close(pidfd)
         if run.tree:
             return
-        if not run.rescanned:  # something forked between the snapshot and the kill?
+        # Anything forked between the snapshot and the kill? With a cgroup, look until it
+        # is empty (cgroup.kill leaves nothing, but a kill one by one may: a cgroup file
+        # system that turned unwritable); without, look once more.
+        again = bool(run.group.members()) if run.group is not None else not run.rescanned
+        if again:
             run.rescanned = True
             self._signal_tree(run, signal.SIGKILL)
             if run.tree:
@@ -841,23 +980,55 @@ class Launcher:
         for tail in (run.out, run.err):
             tail.drain()
         run.result.drain(limit=None)
-        fields = {
-            "status": run.wait_status, "cpu_seconds": run.cpu_seconds,
-            "peak_rss_bytes": run.peak_rss_bytes, "started_epoch": run.started_epoch,
-            "ended_epoch": run.ended_epoch or time.time(), "stdout": bytes(run.out.data),
-            "stderr": bytes(run.err.data), "result": bytes(run.result.data),
-            "kill_outcome": run.kill_outcome, "kill_error": run.kill_error,
-        }
+        # Without a cgroup: wait4's figures (the run's process and the children it waited
+        # for), or the tree's as last sampled where that is more.
+        cpu = max(run.cpu_seconds or 0.0, run.sampled_cpu)
+        peak = max(run.peak_rss_bytes or 0, run.sampled_peak)
+        oom_kills, whole_tree = 0, False
+        if run.group is not None:
+            cpu = run.group.cpu_seconds()
+            peak = run.group.memory()[1] or peak
+            oom_kills = run.group.oom_kills()
+            whole_tree = True
+            if oom_kills and run.kill_outcome is None:
+                run.kill_outcome, run.kill_error = "memory_exceeded", _memory_error(run,
+                                                                                    oom_kills)
+        ending = wire.Ending(
+            status=run.wait_status, cpu_seconds=cpu, peak_rss_bytes=peak,
+            started_epoch=run.started_epoch, ended_epoch=run.ended_epoch or time.time(),
+            stdout=bytes(run.out.data), stderr=bytes(run.err.data),
+            result=bytes(run.result.data), kill_outcome=run.kill_outcome,
+            kill_error=run.kill_error, oom_kills=oom_kills, whole_tree=whole_tree)
         self._discard(run)
-        self._send(("finished", run.job_id, fields))
+        self._send(wire.Finished(run.job_id, ending))
+        if self.cgroups is None:
+            self._sweep_orphans()
 
     def _discard(self, run: _Run) -> None:
         self._close_tree(run)
         for tail in (run.out, run.err, run.result):
             self._close_tail(tail)
         self.runs.pop(run.job_id, None)
+        if run.group is not None:
+            self._remove_group(run.group)
         if not any(not r.reaped for r in self.runs.values()):
             self.sample_at = None
+
+    def _remove_group(self, group) -> None:
+        try:
+            group.remove()
+        except OSError as error:
+            self._log("error", f"cannot remove cgroup {group.path} ({error}); it is removed "
+                               f"when the orchestrator next starts",
+                      once=f"remove {error.errno}")
+
+    def _remove_home(self) -> None:
+        if self.cgroups is not None:
+            for home in self.cgroups.homes.values():
+                try:
+                    os.rmdir(home)
+                except OSError:
+                    pass  # not empty: the orchestrator cleans it up
 
     def _close_tree(self, run: _Run) -> None:
         for pidfd in run.tree.values():
@@ -880,7 +1051,7 @@ class Launcher:
                 self._signal_tree(run, signal.SIGKILL)
             return
         run.kill_outcome, run.kill_error = outcome, error
-        grace = 0 if immediately else run.limits["grace"]
+        grace = 0 if immediately else run.limits.grace
         if grace > 0:
             self._signal_tree(run, signal.SIGTERM)
             run.sigkill_at = time.monotonic() + grace
@@ -888,8 +1059,14 @@ class Launcher:
             self._signal_tree(run, signal.SIGKILL)
 
     def _signal_tree(self, run: _Run, sig: int) -> None:
-        """Send ``sig`` to the run's process, its process group, and every other process of
-        it found now: descendants, and orphans adopted by the launcher carrying its token."""
+        """Send ``sig`` to every process of the run; they are kept in ``run.tree`` (pinned by
+        pidfds) to wait for."""
+        if run.group is not None:
+            self._signal_group(run, sig)
+            return
+        # Find the tree first, then signal: a parent killed first would re-parent its
+        # children (to the launcher) before they could be found as its descendants.
+        self._find_tree(run, _scan())
         if not run.reaped:
             os.kill(run.pid, sig)  # our unreaped child: the pid cannot be someone else's
         try:
@@ -898,14 +1075,26 @@ class Launcher:
             os.killpg(run.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
-        # Then the rest. Children of processes killed above are re-parented to the launcher
-        # (a subreaper) and keep the run's token, so this late snapshot still finds them.
-        self._find_tree(run, _scan())
         for pidfd in run.tree.values():
             try:
                 signal.pidfd_send_signal(pidfd, sig)
             except ProcessLookupError:
                 pass
+
+    def _signal_group(self, run: _Run, sig: int) -> None:
+        if not run.reaped:
+            os.kill(run.pid, sig)
+        if sig == signal.SIGKILL:
+            try:
+                run.group.kill()
+            except OSError as error:  # the cgroup file system turned unwritable
+                self._log("error", f"cannot kill cgroup {run.group.path} ({error}); killing "
+                                   f"its processes one by one", once=f"kill {error.errno}")
+        for pid, pidfd in run.group.signal(sig).items():
+            if pid == run.pid and not run.reaped or pid in run.tree:
+                os.close(pidfd)
+            else:
+                run.tree[pid] = pidfd
 
     def _find_tree(self, run: _Run, table: dict) -> None:
         """Add the run's other live processes to ``run.tree`` (pid -> pidfd)."""
@@ -922,7 +1111,9 @@ class Launcher:
                 os.close(pidfd)
 
     def _members(self, run: _Run, table: dict, children: dict) -> set[int]:
-        """Pids of the run's live processes in ``table`` (root, group, adopted, descendants)."""
+        """Pids of the run's live processes in ``table``: its process, its group, processes
+        adopted by the launcher that carry its token or were seen in its tree before, and
+        all their descendants."""
         if run.reaped and (run.pid in self.by_pid or run.pid in self.spares):
             roots = set()  # the group is gone and its id was reused
         else:
@@ -930,7 +1121,9 @@ class Launcher:
         if not run.reaped:
             roots.add(run.pid)
         for pid in children.get(self.pid, ()):
-            if pid not in self.by_pid and table[pid][6] != "Z" and \
+            if pid in self.by_pid or pid in self.spares or table[pid][6] == "Z":
+                continue
+            if run.known.get(pid) == table[pid][4] or \
                     self._token_of(pid, table[pid][4]) == run.token:
                 roots.add(pid)
         found = set()
@@ -949,40 +1142,106 @@ class Launcher:
             token = None
             for entry in (_read_proc(f"/proc/{pid}/environ") or b"").split(b"\0"):
                 if entry.startswith(_TOKEN_PREFIX):
-                    token = entry[len(_TOKEN_PREFIX):].decode(errors="replace")
+                    token = entry[len(_TOKEN_PREFIX):].decode(errors="replace").strip()
             if len(self.tokens_seen) > 10000:
                 self.tokens_seen.clear()
             self.tokens_seen[key] = token
         return self.tokens_seen[key]
 
+    def _sweep_orphans(self) -> None:
+        """Kill orphans the launcher adopted that no run owns any more (without cgroups;
+        with them every process is in its run's cgroup). Such an orphan left a run
+        that ended, under a new process group, without a token (an exec with an empty
+        environment): by elimination, a leftover. Swept again while new ones turn up, for a
+        lineage that forks as it dies."""
+        live = [run for run in self.runs.values() if run.group is None]
+        for _ in range(SWEEP_ROUNDS):
+            victims = []
+            for pid in self._adopted():
+                fields = _stat_fields(pid)
+                if fields is None or fields[0] == b"Z":
+                    continue
+                ticks = int(fields[19])
+                token = self._token_of(pid, ticks)
+                if token in self.kept_tokens or any(
+                        token == run.token or run.known.get(pid) == ticks
+                        or int(fields[2]) == run.pid for run in live):
+                    continue
+                try:
+                    pidfd = os.pidfd_open(pid)
+                except OSError:
+                    continue
+                if _start_ticks(pid) == ticks:
+                    victims.append(pidfd)
+                else:
+                    os.close(pidfd)
+            if not victims:
+                return
+            for pidfd in victims:
+                try:
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.close(pidfd)
+            self._on_signal()  # reap them, so the next round sees only new ones
+
     # -- sampling -----------------------------------------------------------------------------
 
     def _sample(self) -> None:
-        """One /proc pass for every running run: CPU, RSS, processes; the memory limit."""
+        """One look at every running run: CPU, memory, processes; the memory limit."""
         now = time.monotonic()
         self.sample_at = now + self.sample_interval
-        table = _scan()
-        children = _children_of(table)
         samples = []
+        table = children = None
         for run in list(self.runs.values()):
             if run.reaped or run.starting:
                 continue
-            members = self._members(run, table, children)
-            ticks = rss_pages = 0
-            for pid in members:
-                row = table[pid]
-                ticks += row[2] + (row[3] if pid == run.pid else 0)
-                rss_pages += row[5]
-            rss = rss_pages * _PAGE_SIZE
-            run.sampled_peak = max(run.sampled_peak, rss)
-            samples.append((run.job_id, ticks / _CLOCK_TICKS, rss, run.sampled_peak,
-                            len(members), now))
-            limit = run.limits["memory_limit_mb"]
-            if limit is not None and rss > limit * 1024 * 1024 and run.kill_outcome is None:
-                self._kill(run, "memory_exceeded", f"memory limit {_plain(limit)} MB "
-                                                   f"exceeded (rss {rss / 1048576:.0f} MB)")
+            if run.group is not None:
+                sample = self._sample_group(run, now)
+            else:
+                if table is None:
+                    table = _scan()
+                    children = _children_of(table)
+                sample = self._sample_tree(run, table, children, now)
+            if sample is not None:
+                samples.append(sample)
         if samples:
-            self._send(("usage", samples))
+            self._send(wire.Usage(samples))
+
+    def _sample_group(self, run: _Run, now: float):
+        current, peak = run.group.memory()
+        run.sampled_peak = max(run.sampled_peak, current)
+        oom_kills = run.group.oom_kills()
+        if oom_kills and run.kill_outcome is None:
+            # The kernel killed part of the tree at the limit; the rest goes too.
+            self._kill(run, "memory_exceeded", _memory_error(run, oom_kills), immediately=True)
+        return wire.Sample(run.job_id, run.group.cpu_seconds(), current,
+                           peak or run.sampled_peak, run.group.processes(), now)
+
+    def _sample_tree(self, run: _Run, table: dict, children: dict, now: float):
+        members = self._members(run, table, children)
+        ticks = rss_pages = 0
+        for pid in members:
+            row = table[pid]
+            ticks += row[2] + (row[3] if pid == run.pid else 0)
+            rss_pages += row[5]
+            run.known[pid] = row[4]  # followed should it leave the tree later
+        if len(run.known) > 4 * len(members) + 1000:
+            run.known = {pid: tick for pid, tick in run.known.items() if pid in members}
+        rss = rss_pages * _PAGE_SIZE
+        run.sampled_peak = max(run.sampled_peak, rss)
+        run.sampled_cpu = max(run.sampled_cpu, ticks / _CLOCK_TICKS)
+        limit = run.limits.memory_limit_mb
+        if limit is not None and rss > limit * 1024 * 1024 and run.kill_outcome is None:
+            self._kill(run, "memory_exceeded", f"memory limit {_plain(limit)} MB "
+                                               f"exceeded (rss {rss / 1048576:.0f} MB)")
+        return wire.Sample(run.job_id, ticks / _CLOCK_TICKS, rss, run.sampled_peak,
+                           len(members), now)
+
+
+def _memory_error(run: _Run, oom_kills: int) -> str:
+    return (f"memory limit {_plain(run.limits.memory_limit_mb or 0)} MB exceeded: the kernel "
+            f"killed {oom_kills} process{'es' if oom_kills != 1 else ''} at the limit")
 
 
 def _freeze() -> None:
@@ -1063,18 +1322,9 @@ def _start_ticks(pid: int) -> int | None:
     return None if fields is None else int(fields[19])
 
 
-def _group_of(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return None if fields is None or fields[0] == b"Z" else int(fields[2])
-
-
 def _plain(number: float) -> str:
     """``5`` for 5.0, ``0.5`` for 0.5: numbers as a person would write them."""
     return f"{number:f}".rstrip("0").rstrip(".")
-
-
-def _log(text: str) -> None:
-    print(f"orchestrator launcher {os.getpid()}: {text}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str]) -> None:
@@ -1082,7 +1332,8 @@ def main(argv: list[str]) -> None:
     try:
         launcher.serve()
     except BaseException:
-        _log("failed; killing every run:\n" + traceback.format_exc())
+        print(f"orchestrator launcher {os.getpid()}: failed; killing every run:\n"
+              + traceback.format_exc(), file=sys.stderr, flush=True)
         for run in list(launcher.runs.values()):
             try:
                 launcher._signal_tree(run, signal.SIGKILL)

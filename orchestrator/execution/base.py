@@ -46,6 +46,8 @@ class RunSpec:
     timeout_seconds: float | None = None
     kill_grace_seconds: float = 3.0
     memory_limit_mb: float | None = None
+    pids_limit: int | None = None          # most processes at once (needs a cgroup)
+    cpu_limit: float | None = None         # cores (needs a cgroup)
     kill_leftovers: bool = True
     user: str | None = None  # run as this account (the executor must be root to switch)
 
@@ -102,6 +104,7 @@ class RunFuture(concurrent.futures.Future):
         self.pid: int | None = None
         self.pid_create_time: float | None = None  # psutil create_time() of ``pid``
         self.usage: Usage | None = None            # the newest live sample, if sampled
+        self.cgroup: str | None = None             # the attempt's cgroup, if it has one
         self.started = threading.Event()  # set once user code may have begun (pid known)
         self._kill = kill
 
@@ -119,7 +122,17 @@ class RunExecutor(concurrent.futures.Executor, abc.ABC):
 
     ``submit(fn, *args, **kwargs)`` keeps the plain executor meaning: the future's result is
     ``fn``'s return value, or the exception it raised.
+
+    ``containment`` names what keeps an attempt's processes together (``"cgroup"``,
+    ``"process-group"``, or ``"none"`` for an executor that runs code in its own process);
+    ``containment_detail`` says it in a sentence.
     """
+
+    containment = "none"
+    containment_detail = "attempts run in the orchestrator's own process"
+
+    def start(self) -> None:
+        """Get ready before the first attempt (the orchestrator's start() calls it)."""
 
     @abc.abstractmethod
     def submit_run(self, spec: RunSpec) -> RunFuture:

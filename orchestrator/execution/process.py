@@ -4,28 +4,34 @@
 
     caller threads                      reader thread (one per launcher)   launcher process
     --------------                      --------------------------------   ----------------
+    start()                                                                 Popen; a cgroup
+      scavenge homes of dead launchers                                      home is made for
+      Init(preparation, cgroup home) ----------- socket ----------------->  it (cgroups.py)
     submit_run(spec)
       pickle the call or command
-      ("run", ...) ----------------------------- socket ----------------->  hand the job to
+      Run(...) -------------------------------------------------------->  hand the job to
       wait for the start                                                    the spare process
-                                         <-- ("started" | "start_failed")   fork the next one
+                                         <-- Started | StartFailed          fork the next one
       future.pid, pid_create_time   <--  set the start
     RunFuture.kill, kill_all,
-      shutdown ("kill", ...) ---------------------------------------------> TERM, grace, KILL
-                                         <-- ("usage", ...)  future.usage = Usage(...)
-                                         <-- ("finished", ...)
+      shutdown: Kill, KillAll -------------------------------------------> TERM, grace, KILL
+                                         <-- Usage     future.usage = Usage(...)
+                                         <-- Log       to the orchestrator's log
+                                         <-- Finished
                                              build the AttemptResult,
                                              future.set_result(...)
                                          EOF: the launcher died:
-                                             kill what is left of its runs,
-                                             complete them CRASHED; the next
-                                             submit_run starts a new launcher
+                                             kill what is left of its runs
+                                             (its cgroup home), complete them
+                                             CRASHED; the next submit_run
+                                             starts a new launcher
 
 The orchestrator has threads, so it never forks: the launcher (``_launcher.py``, run by path,
 without importing this package) is started with ``subprocess.Popen`` and does every fork,
-wait and kill; see its docstring for the protocol and the process tree. This module keeps
-the futures, turns what the launcher reports into :class:`AttemptResult` objects, and cleans
-up after a launcher that died.
+wait and kill; see its docstring for the protocol and the process tree, and ``wire.py`` for
+the messages. This module chooses the containment (a cgroup per attempt, or process groups),
+keeps the futures, turns what the launcher reports into :class:`AttemptResult` objects, and
+cleans up after a launcher that died.
 """
 
 from __future__ import annotations
@@ -42,7 +48,6 @@ import secrets
 import shlex
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -54,16 +59,21 @@ import psutil
 from loguru import logger
 
 from ..config import WorkerConfig
+from ..errors import ContainmentError
 from ..runs import Outcome
+from . import cgroups, wire
 from .base import AttemptResult, RunExecutor, RunFuture, RunSpec, Usage
+from .wire import RUN_TOKEN_VARIABLE, TAIL_BYTES
 
-__all__ = ["ProcessExecutor", "TAIL_BYTES", "RUN_TOKEN_VARIABLE"]
+__all__ = ["CONTAINMENTS", "ProcessExecutor", "TAIL_BYTES", "RUN_TOKEN_VARIABLE"]
 
-TAIL_BYTES = 64 * 1024
-"""How much of the end of stdout and of stderr an attempt keeps."""
+CONTAINMENTS = ("auto", "cgroup", "process-group")
+"""What keeps an attempt's processes together: a cgroup each where the orchestrator may make
+them (``auto`` falls back to process groups elsewhere; ``cgroup`` refuses to start)."""
 
-RUN_TOKEN_VARIABLE = "ORCHESTRATOR_RUN_TOKEN"
-"""Environment variable that marks every process of one attempt."""
+TOKEN_PLACEHOLDER = "-" * 48
+"""The launcher's environment holds the run token variable with this value: a function run
+writes its own token over it, where ``/proc/PID/environ`` shows it (see ``_launcher``)."""
 
 START_WAIT_SECONDS = 60.0
 """How long ``submit_run`` waits for the launcher to start a run before giving it up for
@@ -72,33 +82,59 @@ hung: the launcher is then killed (its runs die with it) and replaced."""
 LAUNCHER_EXIT_SECONDS = 15.0
 """How long a launcher that closed its socket may take to exit before it is SIGKILLed."""
 
-_IMPORTING_VARIABLE = "ORCHESTRATOR_LAUNCHER_IMPORTING"  # set by the launcher; see there
 _LAUNCHER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_launcher.py")
-_FRAME = struct.Struct(">Q")
+_FRAME = wire.FRAME
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class ProcessExecutor(RunExecutor):
-    """Runs each attempt in a new process, in a new process group, forked by a launcher.
+    """Runs each attempt in a new process, forked by a launcher, contained by a cgroup of its
+    own where the orchestrator may make cgroups, else by a process group.
 
     Attempts start at once, with no limit on how many run together (admission is the
     dispatcher's job). The result of every future is an :class:`AttemptResult`; nothing a run
     does makes :meth:`submit_run` raise, except submitting after :meth:`shutdown`. If the
-    launcher dies, its attempts complete ``CRASHED`` and the next submission starts a new one.
+    launcher dies, its attempts complete ``CRASHED`` (what they left is killed) and the next
+    submission starts a new one.
 
+    :param containment: ``"auto"`` (default): a cgroup per attempt where cgroups may be made,
+        else process groups; ``"cgroup"``: cgroups or refuse; ``"process-group"``: never
+        cgroups.
     :param sample_interval: seconds between two live samples of every running attempt's
-        processes (``RunFuture.usage``, and the check of ``memory_limit_mb``).
+        processes (``RunFuture.usage``; without cgroups also the check of
+        ``memory_limit_mb``).
+    :raises ContainmentError: with ``containment="cgroup"`` where cgroups cannot be made,
+        naming what is missing and how to get it.
     :raises RuntimeError: from :meth:`submit_run` after :meth:`shutdown`.
     """
 
-    def __init__(self, *, sample_interval: float = 0.5) -> None:
+    def __init__(self, *, containment: str = "auto", sample_interval: float = 0.5) -> None:
+        if containment not in CONTAINMENTS:
+            raise ValueError(f"containment must be one of {', '.join(CONTAINMENTS)}, got "
+                             f"{containment!r}")
         if sample_interval <= 0:
             raise ValueError(f"sample_interval must be > 0, got {sample_interval!r}")
         self.sample_interval = sample_interval
+        self._cgroups: cgroups.Support | None = None
+        if containment == "process-group":
+            self.containment = "process-group"
+            self.containment_detail = "process groups (cgroups not asked for)"
+        else:
+            found = cgroups.probe()
+            if isinstance(found, cgroups.Support):
+                self._cgroups = found
+                self.containment = "cgroup"
+                self.containment_detail = found.detail
+            elif containment == "cgroup":
+                raise ContainmentError(f"containment 'cgroup' is not available: {found}")
+            else:
+                self.containment = "process-group"
+                self.containment_detail = f"process groups (no cgroups: {found})"
         # Guards every field below, and the ``runs`` of each launcher link. Sending to the
         # launcher happens under it, so that a kill never overtakes the run it names.
         self._lock = threading.Lock()
         self._shutdown = False
+        self._scavenged = False
         self._link: _LauncherLink | None = None      # the launcher new runs go to
         self._links: list[_LauncherLink] = []        # every link whose thread may still run
         self._futures: dict[RunFuture, tuple[_LauncherLink, int]] = {}
@@ -114,6 +150,16 @@ class ProcessExecutor(RunExecutor):
         link = self._link
         return None if link is None else link.process.pid
 
+    def start(self) -> None:
+        """Clean up after launchers that died with their orchestrator, and start the
+        launcher now rather than at the first run. Called by the orchestrator's start().
+
+        :raises RuntimeError: after :meth:`shutdown`.
+        """
+        with self._lock:
+            self._refuse_if_shut_down()
+            self._current_link()
+
     def submit_run(self, spec: RunSpec) -> RunFuture:
         """Start one attempt now and return its future, once its process has started.
 
@@ -122,7 +168,7 @@ class ProcessExecutor(RunExecutor):
 
         :raises RuntimeError: after :meth:`shutdown`.
         """
-        if os.environ.get(_IMPORTING_VARIABLE):
+        if os.environ.get(wire.IMPORTING_VARIABLE):
             raise RuntimeError(
                 "a run was submitted while the launcher was importing the main script; "
                 "start the orchestrator under  if __name__ == '__main__':  in that script")
@@ -139,10 +185,7 @@ class ProcessExecutor(RunExecutor):
         run = _Run(job_id, future, token)
         with self._lock:
             self._refuse_if_shut_down()
-            link = self._link
-            if link is None:
-                link = self._link = _LauncherLink(self)
-                self._links.append(link)
+            link = self._current_link()
             link.runs[job_id] = run
             self._futures[future] = (link, job_id)
             link.send(message)
@@ -162,7 +205,7 @@ class ProcessExecutor(RunExecutor):
         outcome = Outcome(outcome)
         with self._lock:
             if self._link is not None:
-                self._link.send(("kill_all", outcome.value, f"killed ({outcome.value})"))
+                self._link.send(wire.KillAll(outcome.value, f"killed ({outcome.value})"))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Accept no new attempts; optionally kill those in progress and wait for the end.
@@ -176,7 +219,7 @@ class ProcessExecutor(RunExecutor):
             link = self._link
             if link is not None:
                 if cancel_futures:
-                    link.send(("kill_all", Outcome.CANCELLED.value, "executor shut down"))
+                    link.send(wire.KillAll(Outcome.CANCELLED.value, "executor shut down"))
                 if not link.runs:
                     link.close()
             links = list(self._links)
@@ -191,41 +234,57 @@ class ProcessExecutor(RunExecutor):
         if self._shutdown:
             raise RuntimeError("cannot submit a run to a ProcessExecutor after shutdown()")
 
+    def _current_link(self) -> "_LauncherLink":
+        """The launcher new runs go to, started if none serves (with the lock held)."""
+        if self._link is None:
+            if self._cgroups is not None and not self._scavenged:
+                self._scavenged = True
+                for name in cgroups.scavenge(self._cgroups):
+                    logger.warning("removed the cgroups of launcher {}, which is gone, and "
+                                   "killed what was left in them", name)
+            self._link = _LauncherLink(self)
+            self._links.append(self._link)
+        return self._link
+
     def _request_kill(self, future: RunFuture, outcome: Outcome, immediately: bool) -> None:
         with self._lock:
             entry = self._futures.get(future)
             if entry is not None:
                 link, job_id = entry
-                link.send(("kill", job_id, outcome.value, f"killed ({outcome.value})",
-                           immediately))
+                link.send(wire.Kill(job_id, outcome.value, f"killed ({outcome.value})",
+                                    immediately))
 
     # -- from a link's reader thread -----------------------------------------------------------
 
-    def _on_message(self, link: "_LauncherLink", message: tuple) -> None:
-        kind = message[0]
-        if kind == "usage":
-            for job_id, cpu, rss, peak, processes, at in message[1]:
-                run = link.runs.get(job_id)
+    def _on_message(self, link: "_LauncherLink", message) -> None:
+        if isinstance(message, wire.Usage):
+            for sample in message.samples:
+                run = link.runs.get(sample.job_id)
                 if run is not None:
-                    run.future.usage = Usage(cpu_seconds=cpu, rss_bytes=rss,
-                                             peak_rss_bytes=peak, processes=processes,
-                                             sampled_at=at)
-        elif kind == "started":
-            _, job_id, pid, start_ticks, started_epoch = message
-            run = link.runs.get(job_id)
+                    run.future.usage = Usage(
+                        cpu_seconds=sample.cpu_seconds, rss_bytes=sample.rss_bytes,
+                        peak_rss_bytes=sample.peak_rss_bytes, processes=sample.processes,
+                        sampled_at=sample.sampled_at)
+        elif isinstance(message, wire.Started):
+            run = link.runs.get(message.job_id)
             if run is not None:
-                run.started_at = datetime.fromtimestamp(started_epoch, timezone.utc)
-                run.future.pid = pid
-                if start_ticks is not None:
-                    run.future.pid_create_time = start_ticks / _CLOCK_TICKS + psutil.boot_time()
+                run.started_at = datetime.fromtimestamp(message.started_epoch, timezone.utc)
+                run.future.pid = message.pid
+                run.future.cgroup = message.cgroup
+                if message.start_ticks is not None:
+                    run.future.pid_create_time = (message.start_ticks / _CLOCK_TICKS
+                                                  + psutil.boot_time())
                 run.future.started.set()
                 run.start_known.set()
-        elif kind == "start_failed":
-            self._complete(link, message[1], _not_started(message[2]))
-        elif kind == "finished":
-            run = link.runs.get(message[1])
+        elif isinstance(message, wire.StartFailed):
+            self._complete(link, message.job_id, _not_started(message.message))
+        elif isinstance(message, wire.Finished):
+            run = link.runs.get(message.job_id)
             if run is not None:
-                self._complete(link, message[1], _result(run, message[2]))
+                self._complete(link, message.job_id, _result(run, message.ending))
+        elif isinstance(message, wire.Log):
+            logger.log(message.level.upper(), "launcher {}: {}", link.process.pid,
+                       message.text)
 
     def _complete(self, link: "_LauncherLink", job_id: int, result: AttemptResult) -> None:
         with self._lock:
@@ -258,6 +317,17 @@ class ProcessExecutor(RunExecutor):
                 _kill_processes_of(runs)
             except Exception:
                 logger.exception("could not clean up after launcher {}", link.process.pid)
+        if link.plan is not None:
+            try:
+                killed = cgroups.destroy(link.plan)
+            except Exception:
+                logger.exception("could not remove the cgroups of launcher {}",
+                                 link.process.pid)
+            else:
+                if killed:
+                    logger.warning("killed {} process(es) left in the cgroups of launcher {}",
+                                   killed, link.process.pid)
+        if runs or not link.closing:
             now = datetime.now(timezone.utc)
             for run in runs:
                 run.start_known.set()
@@ -287,30 +357,38 @@ class _LauncherLink:
         self.executor = executor
         self.runs: dict[int, _Run] = {}   # job id -> run in progress (executor lock)
         self.closing = False              # we closed our side on purpose
+        self.plan: cgroups.Plan | None = None  # its cgroup home, if any
         self._send_lock = threading.Lock()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.process = subprocess.Popen(
                 [sys.executable, _LAUNCHER_SCRIPT, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, process_group=0,
-                env=executor._base_env)
+                env={**executor._base_env, RUN_TOKEN_VARIABLE: TOKEN_PLACEHOLDER})
         except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
         self.sock = ours
+        if executor._cgroups is not None:
+            try:
+                self.plan = executor._cgroups.home(self.process.pid)
+            except OSError as error:
+                logger.error("cannot create the cgroups of launcher {} ({}); its runs are "
+                             "contained by process groups", self.process.pid, error)
         self.thread = threading.Thread(target=self._read, daemon=True,
                                        name=f"launcher-{self.process.pid}")
         self.thread.start()
         _live_executors.add(executor)
-        self.send(("init", _preparation_data(), executor.sample_interval))
+        plan = None if self.plan is None else wire.CgroupPlan(*self.plan)
+        self.send(wire.Init(_preparation_data(), executor.sample_interval, plan))
 
-    def send(self, message: tuple) -> None:
-        body = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    def send(self, message) -> None:
+        data = wire.encode(message)
         with self._send_lock:
             try:
-                self.sock.sendall(_FRAME.pack(len(body)) + body)
+                self.sock.sendall(data)
             except OSError:
                 pass  # the launcher is gone; the reader thread completes its runs
 
@@ -354,13 +432,13 @@ class _LauncherLink:
                     end = offset + _FRAME.size + size
                     if len(buffer) < end:
                         break
-                    message = pickle.loads(memoryview(buffer)[offset + _FRAME.size:end])
+                    message = wire.decode(memoryview(buffer)[offset + _FRAME.size:end])
                     offset = end
                     try:
                         self.executor._on_message(self, message)
                     except Exception:
-                        logger.exception("could not handle {!r} from launcher {}",
-                                         message[0], self.process.pid)
+                        logger.exception("could not handle {} from launcher {}",
+                                         type(message).__name__, self.process.pid)
                 del buffer[:offset]
         finally:
             try:
@@ -373,8 +451,8 @@ class _CannotStart(Exception):
     """The spec cannot become a process; the attempt fails without one."""
 
 
-def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str]) -> tuple:
-    """The ("run", ...) message for the launcher.
+def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str]) -> wire.Run:
+    """The launcher's ``Run`` message for ``spec``.
 
     :raises _CannotStart: for a malformed spec, or a call that cannot be pickled.
     """
@@ -384,19 +462,15 @@ def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str
     # when the orchestrator's has changed since, and the run's own variables always.
     environment = dict(os.environ)
     env = None if environment == base_env else environment
-    identity, extra = _identity(spec.user)
-    extra.update(spec.env or {})
-    extra[RUN_TOKEN_VARIABLE] = token
+    identity, variables = _identity(spec.user)
+    variables.update(spec.env or {})
+    variables[RUN_TOKEN_VARIABLE] = token
     if spec.cwd is not None:
         cwd = os.path.abspath(spec.cwd)
     elif identity is not None:  # another account starts in its home, as cron does
-        cwd = extra["HOME"] if os.path.isdir(extra["HOME"]) else "/"
+        cwd = variables["HOME"] if os.path.isdir(variables["HOME"]) else "/"
     else:
         cwd = os.getcwd()
-    limits = {"timeout": spec.timeout_seconds, "grace": spec.kill_grace_seconds,
-              "memory_limit_mb": spec.memory_limit_mb, "kill_leftovers": spec.kill_leftovers,
-              "cwd": spec.cwd, "workdir": cwd, "function": spec.function is not None,
-              "user": spec.user}
     modules: list[str] = []
     if spec.function is not None:
         try:
@@ -405,20 +479,24 @@ def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str
         except Exception as exc:
             raise _CannotStart(f"cannot pickle the function or its argument: "
                                f"{type(exc).__name__}: {exc}") from None
-        limits["program"] = spec.worker
-        limits["sys_path"] = list(sys.path)
+        program = spec.worker
         # A module-level function (pickled by name) with no argument or the WorkerConfig:
         # unpickling that runs no user code, so spares may unpickle a copy ahead of time
         # (see _launcher._spare_main). Any other object may do anything when unpickled.
-        limits["warm"] = isinstance(spec.function, types.FunctionType) and (
+        warm = isinstance(spec.function, types.FunctionType) and (
             spec.argument is None or type(spec.argument) is WorkerConfig)
-        child_job = ("function", list(sys.path), cwd, env, extra, call, identity)
+        job = wire.FunctionJob(list(sys.path), cwd, env, variables, call, identity)
     else:
         argv = _command_argv(spec)
-        limits["program"] = argv[0]
-        child_job = ("command", argv, cwd, env, extra, identity)
-    return ("run", job_id, limits, token, pickle.dumps(child_job, pickle.HIGHEST_PROTOCOL),
-            modules)
+        program, warm = argv[0], False
+        job = wire.CommandJob(argv, cwd, env, variables, identity)
+    limits = wire.Limits(
+        program=program, timeout=spec.timeout_seconds, grace=spec.kill_grace_seconds,
+        memory_limit_mb=spec.memory_limit_mb, pids_limit=spec.pids_limit,
+        cpu_limit=spec.cpu_limit, kill_leftovers=spec.kill_leftovers, cwd=spec.cwd,
+        workdir=cwd, function=spec.function is not None, user=spec.user,
+        sys_path=list(sys.path) if spec.function is not None else None, warm=warm)
+    return wire.Run(job_id, limits, token, wire.encode(job), modules)
 
 
 def _identity(user: str | None) -> tuple[tuple | None, dict[str, str]]:
@@ -497,36 +575,36 @@ def _preparation_data() -> dict:
     return data
 
 
-def _result(run: _Run, fields: dict) -> AttemptResult:
+def _result(run: _Run, ending: wire.Ending) -> AttemptResult:
     """The AttemptResult of a reaped run, from what the launcher reported."""
-    status = fields["status"]
+    status = ending.status
     exit_code = signal_number = None
     if status is not None:
         if os.WIFSIGNALED(status):
             signal_number = os.WTERMSIG(status)
         else:
             exit_code = os.waitstatus_to_exitcode(status)
-    outcome, error, trace, value = _outcome(run, fields, exit_code, signal_number)
+    outcome, error, trace, value = _outcome(run, ending, exit_code, signal_number)
     return AttemptResult(
         outcome=outcome,
-        started_at=datetime.fromtimestamp(fields["started_epoch"], timezone.utc),
-        ended_at=datetime.fromtimestamp(fields["ended_epoch"], timezone.utc),
+        started_at=datetime.fromtimestamp(ending.started_epoch, timezone.utc),
+        ended_at=datetime.fromtimestamp(ending.ended_epoch, timezone.utc),
         pid=run.future.pid, result=value, error=error, traceback=trace, exit_code=exit_code,
-        signal=signal_number, cpu_seconds=fields["cpu_seconds"],
-        peak_rss_bytes=fields["peak_rss_bytes"],
-        stdout_tail=fields["stdout"].decode("utf-8", errors="replace"),
-        stderr_tail=fields["stderr"].decode("utf-8", errors="replace"))
+        signal=signal_number, cpu_seconds=ending.cpu_seconds,
+        peak_rss_bytes=ending.peak_rss_bytes,
+        stdout_tail=ending.stdout.decode("utf-8", errors="replace"),
+        stderr_tail=ending.stderr.decode("utf-8", errors="replace"))
 
 
-def _outcome(run: _Run, fields: dict, exit_code, signal_number):
+def _outcome(run: _Run, ending: wire.Ending, exit_code, signal_number):
     """(outcome, error, traceback, value) from how the process ended and what it said."""
-    if fields["kill_outcome"] is not None:
-        return Outcome(fields["kill_outcome"]), fields["kill_error"], None, None
+    if ending.kill_outcome is not None:
+        return Outcome(ending.kill_outcome), ending.kill_error, None, None
     is_function = run.future.spec.function is not None
-    message = _message(fields["result"]) if is_function else None
+    message = _message(ending.result) if is_function else None
     if message is not None:
         return message
-    if fields["status"] is None:
+    if ending.status is None:
         return Outcome.CRASHED, "exit status lost: the process was reaped elsewhere", None, None
     if signal_number is not None:
         return Outcome.CRASHED, f"killed by {_signal_name(signal_number)}", None, None
@@ -538,33 +616,34 @@ def _outcome(run: _Run, fields: dict, exit_code, signal_number):
 
 
 def _message(data: bytes):
+    """(outcome, error, traceback, value) from a function's result frame, or None if it
+    sent none (it died first)."""
     if len(data) < _FRAME.size:
         return None
     (size,) = _FRAME.unpack_from(data)
     if len(data) < _FRAME.size + size:
         return None
     try:
-        message = pickle.loads(data[_FRAME.size:_FRAME.size + size])
-        kind = message[0]
+        message = wire.decode(data[_FRAME.size:_FRAME.size + size])
     except Exception as exc:
         return Outcome.FAILED, f"malformed result from the child: {exc!r}", None, None
-    if kind == "failed":
-        return Outcome.FAILED, message[1], message[2], None
-    type_name, pickled = message[1], message[2]
+    if isinstance(message, wire.Raised):
+        return Outcome.FAILED, message.error, message.traceback, None
     try:
-        return Outcome.SUCCEEDED, None, None, pickle.loads(pickled)
+        return Outcome.SUCCEEDED, None, None, pickle.loads(message.value)
     except Exception as exc:
-        return (Outcome.FAILED, f"result of type {type_name!r} cannot be unpickled: "
+        return (Outcome.FAILED, f"result of type {message.type_name!r} cannot be unpickled: "
                 f"{type(exc).__name__}: {exc}", None, None)
 
 
 def _kill_processes_of(runs: list[_Run]) -> None:
-    """SIGKILL what is left of runs whose launcher died: their process groups and every
-    process carrying one of their tokens. (The runs' own processes died with the launcher;
-    their children did not.)"""
-    runs = [run for run in runs if run.future.pid_create_time is not None]
+    """SIGKILL what is left of runs whose launcher died, outside cgroups: their process
+    groups and every process carrying one of their tokens. (The runs' own processes died
+    with the launcher; their children did not.)"""
+    runs = [run for run in runs if run.future.pid_create_time is not None
+            and run.future.cgroup is None]
     if not runs:
-        return  # none had started: nothing of them can be left
+        return  # none had started, or their cgroups hold what is left
     tokens = {run.token for run in runs}
     groups = {run.future.pid for run in runs}
     since = min(run.future.pid_create_time for run in runs)
@@ -574,7 +653,7 @@ def _kill_processes_of(runs: list[_Run]) -> None:
             continue
         try:
             if os.getpgid(process.pid) in groups or \
-                    process.environ().get(RUN_TOKEN_VARIABLE) in tokens:
+                    process.environ().get(RUN_TOKEN_VARIABLE, "").strip() in tokens:
                 process.kill()
         except (psutil.Error, OSError):
             pass

@@ -41,7 +41,8 @@ def kill_stale(pid: int, create_time: float, grace: float = 0.0) -> bool:
     try:
         try:
             process = psutil.Process(pid)
-            if abs(process.create_time() - create_time) > CREATE_TIME_TOLERANCE:
+            if abs(process.create_time() - create_time) > CREATE_TIME_TOLERANCE \
+                    or process.status() == psutil.STATUS_ZOMBIE:
                 return False
             descendants = process.children(recursive=True)
             leads_group = os.getpgid(pid) == pid
