@@ -1,7 +1,8 @@
 """Measure the execution engine against its floor and two process pools; print one table.
 
 Demonstrates what a run costs in :class:`orchestrator.execution.process.ProcessExecutor`
-(a launcher that pre-forks a fresh process per run) beside a bare ``os.fork()`` +
+(a launcher that pre-forks a fresh process per run), with a cgroup per run and with process
+groups only, beside a bare ``os.fork()`` +
 ``waitpid`` loop (the floor), the stdlib ``ProcessPoolExecutor`` and pebble (if installed):
 
 - start: submit -> first line of user code, p50 / p99 (one run at a time);
@@ -253,7 +254,8 @@ def measure(quick: bool = False) -> list[tuple]:
 
     :returns: rows ``(name, start latencies, kill latencies grace 0, kill latencies grace
         0.5, runs per second)``, latencies in seconds or ``None`` where a backend cannot
-        kill; the floor first, the engine second.
+        kill; the floor first, then the engine with cgroups (where it can make them), then
+        the engine with process groups.
     """
     starts, kills0, kills5, runs = (50, 10, 4, 300) if quick else (300, 40, 12, 2000)
     rows = []
@@ -289,14 +291,23 @@ def measure(quick: bool = False) -> list[tuple]:
         rows.append(("pebble ProcessPool (max_tasks=1, fresh)", fresh_start, None, None,
                      fresh_throughput))
 
+    from orchestrator.errors import ContainmentError
     from orchestrator.execution.process import ProcessExecutor
 
-    with ProcessExecutor() as executor:
-        engine_start(executor, 20)  # starts the launcher and loads this module there
-        engine_row = ("orchestrator ProcessExecutor (fresh)", engine_start(executor, starts),
-                      engine_kill(executor, kills0, 0.0), engine_kill(executor, kills5, 0.5),
-                      engine_throughput(executor, runs))
-    return [floor_row, engine_row] + rows
+    engine_rows = []
+    for containment in ("cgroup", "process-group"):
+        try:
+            executor = ProcessExecutor(containment=containment)
+        except ContainmentError:  # no cgroups here: the process-group row only
+            continue
+        with executor:
+            engine_start(executor, 20)  # starts the launcher and loads this module there
+            engine_rows.append((f"orchestrator ProcessExecutor ({containment})",
+                                engine_start(executor, starts),
+                                engine_kill(executor, kills0, 0.0),
+                                engine_kill(executor, kills5, 0.5),
+                                engine_throughput(executor, runs)))
+    return [floor_row, *engine_rows] + rows
 
 
 def main() -> None:
@@ -305,6 +316,7 @@ def main() -> None:
     options = parser.parse_args()
     rows = measure(options.quick)
     floor_row, engine_row = rows[0], rows[1]
+    group_row = next(row for row in rows if row[0].endswith("(process-group)"))
 
     header = (f"{'backend':<50} {'start p50 / p99 ms':>19} {'kill g=0 p50 / p99 ms':>22} "
               f"{'kill g=0.5 p50 / p99 ms':>24} {'runs/s':>8}")
@@ -327,6 +339,10 @@ def main() -> None:
           f"{'met' if engine_kill_p99 <= 0.020 else 'MISSED'}")
     print(f"target throughput >= 75% of the floor: {ratio:.0%} "
           f"{'met' if ratio >= 0.75 else 'MISSED'}")
+    if engine_row is not group_row:
+        share = engine_row[4] / group_row[4]
+        print(f"target throughput with cgroups >= 85% of process groups: {share:.0%} "
+              f"{'met' if share >= 0.85 else 'MISSED'}")
 
 
 if __name__ == "__main__":

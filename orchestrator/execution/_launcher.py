@@ -89,6 +89,7 @@ LEFTOVER_WAIT_SECONDS = 5.0   # how long SIGKILLed leftovers may take to exit
 EXIT_WAIT_SECONDS = 10.0      # at exit, how long to wait for every run to be gone
 SPARES = 2                    # processes forked ahead of time, together, when none is left
 SWEEP_ROUNDS = 200            # orphan sweeps in a row, for a lineage that forks as it dies
+FREE_GROUPS = 4               # emptied cgroups kept for the next spares
 _FRAME = wire.FRAME
 _READ_SIZE = 256 * 1024
 _PIPE_SIZE = 256 * 1024       # fewer wake-ups for a run that prints a lot
@@ -478,6 +479,7 @@ class Launcher:
         self.warm_job: bytes | None = None        # see _spare_main
         self.cgroups = None                       # wire.CgroupPlan, or None
         self.groups_made = 0
+        self.free_groups: list = []               # emptied cgroups, ready for a spare
         self.kept_tokens: set[str] = set()        # runs whose leftovers stay (PG mode)
         self.logged: set[str] = set()             # problems already logged once
 
@@ -662,6 +664,8 @@ class Launcher:
         then contained by its process group, and the failure is logged once)."""
         if self.cgroups is None:
             return None
+        if self.free_groups:
+            return self.free_groups.pop()
         self.groups_made += 1
         group = cgroups.Group(self.cgroups, f"run-{self.groups_made}")
         try:
@@ -785,7 +789,7 @@ class Launcher:
         except (ProcessLookupError, ChildProcessError):
             pass  # already reaped (as an orphan)
         if spare.group is not None:
-            self._remove_group(spare.group)
+            self._retire_group(spare.group)
 
     def _import(self, sys_path: list[str], modules: list[str]) -> None:
         """Import the modules of the run's function and argument here too, so that the next
@@ -872,7 +876,7 @@ class Launcher:
                 spare = self.spares.pop(pid)
                 spare.close()
                 if spare.group is not None:
-                    self._remove_group(spare.group)
+                    self._retire_group(spare.group)
             # else: an orphan adopted as subreaper, or a leftover: reaped, nothing to record
 
     def _on_exit(self, run: _Run, status: int, usage) -> None:
@@ -986,9 +990,8 @@ class Launcher:
         peak = max(run.peak_rss_bytes or 0, run.sampled_peak)
         oom_kills, whole_tree = 0, False
         if run.group is not None:
-            cpu = run.group.cpu_seconds()
-            peak = run.group.memory()[1] or peak
-            oom_kills = run.group.oom_kills()
+            cpu, group_peak, oom_kills = run.group.finish()
+            peak = group_peak or peak
             whole_tree = True
             if oom_kills and run.kill_outcome is None:
                 run.kill_outcome, run.kill_error = "memory_exceeded", _memory_error(run,
@@ -1010,9 +1013,16 @@ class Launcher:
             self._close_tail(tail)
         self.runs.pop(run.job_id, None)
         if run.group is not None:
-            self._remove_group(run.group)
+            self._retire_group(run.group)
         if not any(not r.reaped for r in self.runs.values()):
             self.sample_at = None
+
+    def _retire_group(self, group) -> None:
+        """An attempt's cgroup is empty: keep it for the next spare, or remove it."""
+        if len(self.free_groups) < FREE_GROUPS and not self.closing and group.recycle():
+            self.free_groups.append(group)
+        else:
+            self._remove_group(group)
 
     def _remove_group(self, group) -> None:
         try:
@@ -1023,6 +1033,9 @@ class Launcher:
                       once=f"remove {error.errno}")
 
     def _remove_home(self) -> None:
+        for group in self.free_groups:
+            self._remove_group(group)
+        self.free_groups.clear()
         if self.cgroups is not None:
             for home in self.cgroups.homes.values():
                 try:

@@ -47,6 +47,9 @@ EXIT_WAIT_SECONDS = 5.0
 """How long killed members may take to exit before a cgroup is given up on."""
 _FREEZE_WAIT_SECONDS = 2.0
 CPU_PERIOD_US = 100_000
+RECYCLE_RESIDUE_BYTES = 256 * 1024
+"""A group is used again only if its attempt left at most this much memory charged (page
+cache of files it read): the next attempt's peak would start there."""
 
 
 class Support(NamedTuple):
@@ -307,7 +310,14 @@ def _enable_controllers(home: str, roles: dict) -> None:
 # -- one attempt's cgroup -----------------------------------------------------------------------
 
 class Group:
-    """The cgroup of one attempt, a directory of the same name in every hierarchy used.
+    """The cgroup of one attempt: a directory of the same name in the hierarchies used.
+
+    The hierarchies for membership, kill, memory and CPU accounting are joined when a spare
+    process is made; those for ``pids_limit`` and ``cpu_limit`` (separate v1 hierarchies on a
+    hybrid machine) only by an attempt that sets one, at :meth:`limit`, before its job is
+    handed over. A group whose attempt set no limit and left next to no memory charged is
+    used again for the next spare (:meth:`recycle`); making and removing directories is most
+    of what a cgroup costs per run.
 
     :param plan: the launcher's home (``wire.CgroupPlan`` or :class:`Plan`).
     """
@@ -317,42 +327,53 @@ class Group:
         self.kept = plan.kept
         self.paths = {key: os.path.join(home, name) for key, home in plan.homes.items()}
         self.path = self.paths[self.roles["kill"]]  # the one shown to people
+        self.core = {self.roles[role] for role in ("kill", "memory", "cpu_usage")}
+        self.made: set[str] = set()
+        self.pid: int | None = None
+        self.limited = False
         self._cpu_start = 0.0
-        self._oom_start = 0
+        self._oom_start: int | None = None  # read when a memory limit is set
+        self._ending: tuple | None = None   # what finish() read: cpu total, memory now
 
     def create(self) -> None:
         """:raises OSError: if a directory cannot be made (none is then left)."""
-        made = []
         try:
-            for path in self.paths.values():
-                try:
-                    os.mkdir(path)
-                except FileExistsError:  # left by a run whose processes would not die
-                    _empty(path)
-                made.append(path)
+            for key in self.core:
+                self._make(key)
         except OSError:
-            for path in made:
-                _rmdir(path)
+            self.remove_quietly()
             raise
-        self._cpu_start = self.cpu_seconds()
-        self._oom_start = self._oom_count()
+        self._reset_baselines()
+
+    def _make(self, key: str) -> None:
+        path = self.paths[key]
+        try:
+            os.mkdir(path)
+        except FileExistsError:  # left by a run whose processes would not die
+            _empty(path)
+        self.made.add(key)
 
     def add(self, pid: int) -> None:
         """Move ``pid`` (a process that has run no user code yet) into the cgroup.
 
         :raises OSError: if the kernel refuses.
         """
+        self.pid = pid
         text = str(pid)
-        for path in self.paths.values():
-            _write(f"{path}/cgroup.procs", text)
+        for key in self.made:
+            _write(f"{self.paths[key]}/cgroup.procs", text)
 
     def limit(self, memory_bytes: int | None, pids: int | None,
               cpu_cores: float | None) -> None:
-        """Set the attempt's limits (before its job is handed over).
+        """Set the attempt's limits, before its job is handed to its process.
 
-        :raises OSError: if a limit cannot be written.
+        :raises OSError: if a limit cannot be set.
         """
+        if memory_bytes is None and pids is None and cpu_cores is None:
+            return
+        self.limited = True
         if memory_bytes is not None:
+            self._oom_start = self._oom_count()
             path = self.paths[self.roles["memory"]]
             if self.roles["memory"] == "unified":
                 _write(f"{path}/memory.max", str(memory_bytes))
@@ -362,15 +383,22 @@ class Group:
                 _write(f"{path}/memory.limit_in_bytes", str(memory_bytes))
                 _write_if_exists(f"{path}/memory.memsw.limit_in_bytes", str(memory_bytes))
         if pids is not None:
-            _write(f"{self.paths[self.roles['pids']]}/pids.max", str(pids))
+            _write(f"{self._joined(self.roles['pids'])}/pids.max", str(pids))
         if cpu_cores is not None:
-            path = self.paths[self.roles["cpu"]]
+            path = self._joined(self.roles["cpu"])
             quota = max(1000, round(cpu_cores * CPU_PERIOD_US))
             if self.roles["cpu"] == "unified":
                 _write(f"{path}/cpu.max", f"{quota} {CPU_PERIOD_US}")
             else:
                 _write(f"{path}/cpu.cfs_period_us", str(CPU_PERIOD_US))
                 _write(f"{path}/cpu.cfs_quota_us", str(quota))
+
+    def _joined(self, key: str) -> str:
+        """The directory in hierarchy ``key``, made and joined by the process if need be."""
+        if key not in self.made:
+            self._make(key)
+            _write(f"{self.paths[key]}/cgroup.procs", str(self.pid))
+        return self.paths[key]
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -379,19 +407,22 @@ class Group:
         return [int(pid) for pid in _read_quietly(f"{self.path}/cgroup.procs").split()]
 
     def cpu_seconds(self) -> float:
-        """CPU time (user and system) of every process that was ever in it."""
+        """CPU time (user and system) of every process of this attempt, alive or not."""
+        return max(0.0, self._cpu_total() - self._cpu_start)
+
+    def _cpu_total(self) -> float:
         key = self.roles["cpu_usage"]
         path = self.paths[key]
         if key == "unified":
-            text = _read_quietly(f"{path}/cpu.stat")
-            match = re.search(r"^usage_usec (\d+)", text, re.MULTILINE)
-            return int(match.group(1)) / 1e6 - self._cpu_start if match else 0.0
+            match = re.search(r"^usage_usec (\d+)", _read_quietly(f"{path}/cpu.stat"),
+                              re.MULTILINE)
+            return int(match.group(1)) / 1e6 if match else 0.0
         text = _read_quietly(f"{path}/cpuacct.usage").strip()
-        return int(text) / 1e9 - self._cpu_start if text.isdigit() else 0.0
+        return int(text) / 1e9 if text.isdigit() else 0.0
 
     def memory(self) -> tuple[int, int | None]:
-        """``(bytes charged now, peak since creation)``; the peak is None where the kernel
-        keeps none (v2 before 5.19)."""
+        """``(bytes charged now, peak since the attempt began)``; the peak is None where the
+        kernel keeps none (v2 before 5.19)."""
         key = self.roles["memory"]
         path = self.paths[key]
         if key == "unified":
@@ -404,11 +435,16 @@ class Group:
                 int(highest) if highest.isdigit() else None)
 
     def processes(self) -> int:
-        text = _read_quietly(f"{self.paths[self.roles['pids']]}/pids.current").strip()
-        return int(text) if text.isdigit() else len(self.members())
+        if self.roles["pids"] in self.made:
+            text = _read_quietly(f"{self.paths[self.roles['pids']]}/pids.current").strip()
+            if text.isdigit():
+                return int(text)
+        return len(self.members())
 
     def oom_kills(self) -> int:
-        """Processes the kernel killed for the memory limit since the attempt began."""
+        """Processes the kernel killed at the attempt's memory limit (0 without one)."""
+        if self._oom_start is None:
+            return 0
         return max(0, self._oom_count() - self._oom_start)
 
     def _oom_count(self) -> int:
@@ -417,6 +453,19 @@ class Group:
         match = re.search(r"^oom_kill (\d+)", _read_quietly(f"{self.paths[key]}/{name}"),
                           re.MULTILINE)
         return int(match.group(1)) if match else 0
+
+    def _reset_baselines(self, cpu_total: float | None = None) -> None:
+        self._cpu_start = self._cpu_total() if cpu_total is None else cpu_total
+        self._oom_start = None
+        self._ending = None
+
+    def finish(self) -> tuple[float, int | None, int]:
+        """The figures of an attempt whose processes are all gone: ``(cpu seconds, peak
+        memory or None, processes killed at the memory limit)``, each file read once."""
+        cpu_total = self._cpu_total()
+        current, peak = self.memory()
+        self._ending = (cpu_total, current)
+        return max(0.0, cpu_total - self._cpu_start), peak, self.oom_kills()
 
     # -- ending -------------------------------------------------------------------------------
 
@@ -435,9 +484,9 @@ class Group:
     def release(self) -> None:
         """Move what is left in the cgroup to the launcher's own cgroups (a run that may keep
         processes, ``kill_leftovers=False``): they are no longer the attempt's."""
-        for key, path in self.paths.items():
+        for key in self.made:
             for _ in range(10):
-                members = _read_quietly(f"{path}/cgroup.procs").split()
+                members = _read_quietly(f"{self.paths[key]}/cgroup.procs").split()
                 if not members:
                     break
                 for pid in members:
@@ -446,18 +495,45 @@ class Group:
                     except ProcessLookupError:
                         pass
 
+    def recycle(self) -> bool:
+        """Make the group, empty since :meth:`finish`, ready for another attempt; False if it
+        should be removed instead (it had limits, or more than a trace of memory is still
+        charged to it, or its memory peak cannot be reset)."""
+        if self.limited or self.made != self.core or self.roles["memory"] == "unified":
+            return False
+        if self._ending is None:  # a spare that never ran a job
+            self._ending = (None, self.memory()[0])
+        cpu_total, residue = self._ending
+        if residue > RECYCLE_RESIDUE_BYTES:
+            return False
+        try:  # the peak, from now on
+            _write(f"{self.paths[self.roles['memory']]}/memory.max_usage_in_bytes", "0")
+        except OSError:
+            return False
+        self.pid = None
+        self._reset_baselines(cpu_total)
+        return True
+
     def remove(self) -> None:
         """Remove the directories; :raises OSError: if one cannot be removed (not empty)."""
         problem = None
-        for path in self.paths.values():
+        for key in list(self.made):
             try:
-                os.rmdir(path)
+                os.rmdir(self.paths[key])
             except FileNotFoundError:
                 pass
             except OSError as error:
                 problem = problem or error
+                continue
+            self.made.discard(key)
         if problem is not None:
             raise problem
+
+    def remove_quietly(self) -> None:
+        try:
+            self.remove()
+        except OSError:
+            pass
 
 
 def signal_members(path: str, number: int) -> dict[int, int]:
