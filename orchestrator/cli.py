@@ -140,14 +140,18 @@ def _check(arguments) -> int:
     depends = [(config.name, other) for config in configs for other in config.depends_on]
     excludes = sorted({tuple(sorted((config.name, other)))
                        for config in configs for other in config.blocks})
+    status = orchestrator.get_status()
+    containment = {"mode": status["containment"], "detail": status["containment_detail"]}
     if arguments.json:
-        document = {"file": installation.path, "ok": True, "workers": rows,
+        document = {"file": installation.path, "ok": True, "containment": containment,
+                    "workers": rows,
                     "graph": {"depends_on": [list(edge) for edge in depends],
                               "excludes": [list(edge) for edge in excludes]}}
         print(json.dumps(document, indent=2))
         return 0
     print(f"{installation.path}: {len(rows)} worker{'s' if len(rows) != 1 else ''}, no "
           f"problem found")
+    print(f"containment: {containment['mode']} ({containment['detail']})")
     headers = ["WORKER", "SCHEDULE", "MODE", "PRIORITY", "DEPENDS_ON", "BLOCKS"]
     table = [[row["name"], row["schedule"], row["mode"], row["priority"],
               ", ".join(row["depends_on"]) or "-", ", ".join(row["blocks"]) or "-"]

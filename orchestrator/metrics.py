@@ -114,6 +114,11 @@ class OrchestratorCollector:
 
         yield _gauge("orchestrator_max_concurrent", "Most runs in progress at once.",
                      status.get("max_concurrent"))
+        info = GaugeMetricFamily("orchestrator_containment_info", "What keeps each run's "
+                                 "processes together: cgroup, process-group or none.",
+                                 labels=["mode"])
+        info.add_metric([status.get("containment", "none")], 1)
+        yield info
 
         total = CounterMetricFamily("orchestrator_runs", "Runs ended since the orchestrator "
                                     "started, by final outcome.", labels=["worker", "outcome"])

@@ -54,8 +54,9 @@ def test_check_the_example():
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"{EXAMPLE}: 5 workers, no problem found"
-    assert lines[1].split() == ["WORKER", "SCHEDULE", "MODE", "PRIORITY", "DEPENDS_ON", "BLOCKS"]
-    assert lines[2].split() == ["backup", "cron", "30", "2", "*", "*", "*", "scheduled",
+    assert lines[1].startswith("containment: cgroup (cgroup v2 (")  # this project's machines
+    assert lines[2].split() == ["WORKER", "SCHEDULE", "MODE", "PRIORITY", "DEPENDS_ON", "BLOCKS"]
+    assert lines[3].split() == ["backup", "cron", "30", "2", "*", "*", "*", "scheduled",
                                 "normal", "-", "-"]
     assert "  process-data runs after fetch-data succeeded" in lines
     assert "  cleanup and process-data never run at the same time" in lines
@@ -65,6 +66,7 @@ def test_check_json():
     result = orchestrator("check", EXAMPLE, "--json", cwd=ROOT)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
+    assert document["containment"]["mode"] == "cgroup"
     assert [w["name"] for w in document["workers"]] == ["backup", "fetch-data", "process-data",
                                                         "cleanup", "disk-usage"]
     assert document["graph"] == {"depends_on": [["process-data", "fetch-data"]],

@@ -456,3 +456,88 @@ def test_killed_with_its_launcher_then_restarted(tmp_path, mode):
     log = (tmp_path / "stderr.log").read_text()
     if mode == "cgroup":
         assert f"removed the cgroups of launcher orchestrator-{launcher.pid}-" in log
+
+
+# -- reading the layout -------------------------------------------------------------------------
+
+PURE_V2 = ("""\
+25 30 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate
+""", "0::/system.slice/orchestrator.service\n")
+HYBRID = ("""\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+""", "4:memory:/box/a\n8:pids:/\n1:cpu,cpuacct:/\n0::/\n")
+CONTAINER_V1 = ("""\
+40 31 0:34 /docker/abc /sys/fs/cgroup/freezer ro,relatime - cgroup cgroup ro,freezer
+41 31 0:35 /docker/abc /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+""", "6:freezer:/docker/abc\n4:memory:/docker/abc/job\n")
+
+
+def test_the_hierarchies_and_this_processes_cgroups_are_read_from_proc():
+    assert cgroups._mounts(PURE_V2[0]) == {"unified": ("/sys/fs/cgroup", "/")}
+    assert cgroups._own_paths(PURE_V2[1]) == {"unified": "/system.slice/orchestrator.service"}
+    assert cgroups._mounts(HYBRID[0]) == {
+        "memory": ("/sys/fs/cgroup/memory", "/"), "pids": ("/sys/fs/cgroup/pids", "/"),
+        "cpu,cpuacct": ("/sys/fs/cgroup/cpu,cpuacct", "/"),
+        "unified": ("/sys/fs/cgroup/unified", "/")}
+    assert cgroups._own_paths(HYBRID[1]) == {"memory": "/box/a", "pids": "/",
+                                             "cpu,cpuacct": "/", "unified": "/"}
+    # a read-only mount cannot hold cgroups of ours; a mount of a subtree shows it at its root
+    assert cgroups._mounts(CONTAINER_V1[0]) == {
+        "memory": ("/sys/fs/cgroup/memory", "/docker/abc")}
+
+
+def test_the_probe_says_why_not_in_one_sentence(tmp_path):
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "mountinfo").write_text(CONTAINER_V1[0])
+    (proc / "self" / "cgroup").write_text(CONTAINER_V1[1])
+    assert cgroups.probe(str(proc)) == (
+        "neither a cgroup v2 hierarchy with cgroup.kill nor a v1 freezer is mounted, so a "
+        "cgroup could not be killed as a whole")
+    (proc / "self" / "mountinfo").write_text("")
+    assert cgroups.probe(str(proc)).startswith("no cgroup file system is mounted")
+
+
+def test_the_v1_freezer_kills_a_lineage_that_forks_as_it_dies(tmp_path):
+    """Pure cgroup v1 (no cgroup.kill): freeze, SIGKILL every member, thaw; and cpuacct for
+    CPU. This machine has the v1 hierarchies, so the path runs for real here."""
+    mounts = cgroups._mounts(Path("/proc/self/mountinfo").read_text())
+    own = cgroups._own_paths(Path("/proc/self/cgroup").read_text())
+    keys = {name: next(key for key in mounts if name in key.split(","))
+            for name in ("freezer", "memory", "cpuacct", "pids", "cpu")}
+    homes = {}
+    for key in set(keys.values()):
+        mountpoint, root = mounts[key]
+        base = os.path.join(mountpoint, os.path.relpath(own[key], root))
+        homes[key] = os.path.join(os.path.normpath(base), f"orchestrator-test-{os.getpid()}")
+        os.mkdir(homes[key])
+    plan = cgroups.Plan(homes, {"kill": keys["freezer"], "memory": keys["memory"],
+                                "cpu_usage": keys["cpuacct"], "pids": keys["pids"],
+                                "cpu": keys["cpu"]}, {})
+    group = cgroups.Group(plan, "run-1")
+    group.create()
+    name = f"hopper{os.getpid() % 100000}"
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.read(read_end, 1)  # joined before it runs anything
+        escape.pid_hopper((str(tmp_path / "pids"), str(tmp_path / "ready"), name))
+        escape.burn_cpu(0.3)
+        os._exit(0)
+    try:
+        group.add(pid)
+        os.write(write_end, b".")
+        wait_for(lambda: (tmp_path / "ready").exists(), message="hopping")
+        os.waitpid(pid, 0)
+        assert escape.named(name)
+        group.kill()
+        wait_for(lambda: not group.members() and not escape.named(name), timeout=15,
+                 message="the lineage gone")
+        assert group.finish()[0] >= 0.25  # cpuacct: the hopper's and the burn's CPU
+        group.remove()
+    finally:
+        cgroups.destroy(plan)

@@ -273,3 +273,12 @@ def test_nul_in_a_command_is_refused(orch):
 def test_calls_with_a_name_that_is_not_a_string(orch, name):
     with pytest.raises(ConfigError, match="name must be a non-empty string"):
         orch.trigger_worker(name)
+
+
+def test_containment_must_be_one_of_the_three():
+    with pytest.raises(ConfigError, match="containment must be one of 'auto', 'cgroup', "
+                                          "'process-group', got 'jail'"):
+        WorkerOrchestrator(containment="jail")
+    with pytest.raises(ConfigError, match="containment applies to the default process "
+                                          "executor"):
+        WorkerOrchestrator(executor=InlineExecutor(), containment="cgroup")
