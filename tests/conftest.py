@@ -88,3 +88,29 @@ def no_leaks():
             pytest.fail(f"leak after test: processes {[c.pid for c in leftovers]}, "
                         f"threads {extra}")
         time.sleep(0.02)
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture
+def subreaper():
+    """Make this test process a child subreaper while the test runs, as a service manager
+    is: processes orphaned below it come to it, not to pid 1 (which, on this project's
+    machines, disposes of orphans itself, so a test of ours could not tell who killed them).
+    Zombies it adopted are reaped afterwards."""
+    import ctypes
+    import os
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        yield
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        for child in psutil.Process().children():
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    os.waitpid(child.pid, os.WNOHANG)
+            except (psutil.NoSuchProcess, ChildProcessError):
+                pass

@@ -114,7 +114,7 @@ def test_a_pid_hopper_dies_with_its_run_beside_a_busy_one(executor, tmp_path):
     nothing_left(Path(busy_pids))
 
 
-def test_a_run_that_kills_its_launcher_leaves_nothing(executor, tmp_path):
+def test_a_run_that_kills_its_launcher_leaves_nothing(executor, tmp_path, subreaper):
     pid_file, ready = files(tmp_path)
     launcher = executor.submit_run(spec(escape.python_daemon, (str(tmp_path / "x"),
                                                                str(tmp_path / "x.ready"))))
@@ -415,16 +415,21 @@ def test_killed_with_its_launcher_then_restarted(tmp_path, mode):
     """))
     pid_file = tmp_path / "hang.pids"
 
-    def start():
-        return subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "jobs.toml"],
-                                cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                stderr=open(tmp_path / "stderr.log", "ab"))
+    def start(wrapped: bool = False):
+        # The first one runs under a subreaper, as a service does under its manager:
+        # what its launcher orphans comes there, not to pid 1 (see conftest.subreaper).
+        command = [sys.executable, "-m", "orchestrator", "run", "jobs.toml"]
+        if wrapped:
+            command = [sys.executable, str(REPO / "tests" / "subreaper.py"), *command]
+        return subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=open(tmp_path / "stderr.log", "ab"), text=True)
 
-    first = start()
+    wrapper = start(wrapped=True)
     try:
+        first = psutil.Process(int(wrapper.stdout.readline()))
         wait_for(lambda: (tmp_path / "hang.ready").exists(), timeout=60, message="run started")
         wait_for(lambda: len(escape.noted(str(pid_file))) == 2, message="both noted")
-        launcher = next(child for child in psutil.Process(first.pid).children()
+        launcher = next(child for child in first.children()
                         if "_launcher.py" in " ".join(child.cmdline()))
         launcher.send_signal(signal.SIGSTOP)  # it must not see its orchestrator go
         first.kill()
@@ -434,25 +439,27 @@ def test_killed_with_its_launcher_then_restarted(tmp_path, mode):
         wait_for(lambda: run_process[0] not in escape.alive(str(pid_file)), timeout=30,
                  message="the run's own process died with the launcher")
         assert escape.alive(str(pid_file)) == [daemon[0]]  # the daemon survived both
+        second = start()
+        try:
+            wait_for(lambda: (tmp_path / "stderr.log").read_text().count(
+                "orchestrator started") == 2, timeout=60, message="the second one started")
+            if mode == "cgroup":
+                nothing_left(pid_file)
+                wait_for(lambda: not [path for path in Path("/sys/fs/cgroup").glob(
+                    "*/**/orchestrator-*") if f"orchestrator-{launcher.pid}-" in path.name],
+                    message="the dead launcher's cgroups removed")
+            else:  # what process groups cannot do (README's table says so)
+                assert escape.alive(str(pid_file)) == [daemon[0]]
+                os.kill(daemon[0], signal.SIGKILL)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert finish(second) == 0
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
-    second = start()
-    try:
-        wait_for(lambda: (tmp_path / "stderr.log").read_text().count("orchestrator started")
-                 == 2, timeout=60, message="the second instance started")
-        if mode == "cgroup":
-            nothing_left(pid_file)
-            wait_for(lambda: not [path for path in Path("/sys/fs/cgroup").glob(
-                "*/**/orchestrator-*") if f"orchestrator-{launcher.pid}-" in path.name],
-                message="the dead launcher's cgroups removed")
-        else:  # what process groups cannot do (README's table says so)
-            assert escape.alive(str(pid_file)) == [daemon[0]]
-            os.kill(daemon[0], signal.SIGKILL)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        assert finish(second) == 0
+        for pid in escape.alive(str(pid_file)):
+            os.kill(pid, signal.SIGKILL)
+        wrapper.terminate()
+        wrapper.wait(timeout=30)
+        wrapper.stdout.close()
     log = (tmp_path / "stderr.log").read_text()
     if mode == "cgroup":
         assert f"removed the cgroups of launcher orchestrator-{launcher.pid}-" in log
@@ -524,17 +531,27 @@ def test_the_v1_freezer_kills_a_lineage_that_forks_as_it_dies(tmp_path):
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.read(read_end, 1)  # joined before it runs anything
-        escape.pid_hopper((str(tmp_path / "pids"), str(tmp_path / "ready"), name))
-        escape.burn_cpu(0.3)
-        os._exit(0)
+        try:
+            import ctypes
+            ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # the lineage's orphans stay below
+            os.read(read_end, 1)  # joined before it runs anything
+            escape.pid_hopper((str(tmp_path / "pids"), str(tmp_path / "ready"), name))
+            escape.burn_cpu(0.3)
+            (tmp_path / "burnt").touch()
+            while True:  # reap the hops, until the freezer kills this one too
+                try:
+                    os.wait()
+                except ChildProcessError:
+                    signal.pause()
+        finally:
+            os._exit(1)
     try:
         group.add(pid)
         os.write(write_end, b".")
-        wait_for(lambda: (tmp_path / "ready").exists(), message="hopping")
-        os.waitpid(pid, 0)
+        wait_for(lambda: (tmp_path / "burnt").exists(), message="hopping and burnt")
         assert escape.named(name)
         group.kill()
+        os.waitpid(pid, 0)
         wait_for(lambda: not group.members() and not escape.named(name), timeout=15,
                  message="the lineage gone")
         assert group.finish()[0] >= 0.25  # cpuacct: the hopper's and the burn's CPU

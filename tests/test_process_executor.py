@@ -518,7 +518,7 @@ def test_kill_immediately_cuts_the_grace_short(executor, tmp_path):
     assert result.duration_seconds < SAFETY_TIMEOUT / 2
 
 
-def test_a_killed_launcher_fails_its_runs_and_is_replaced(executor, tmp_path):
+def test_a_killed_launcher_fails_its_runs_and_is_replaced(executor, tmp_path, subreaper):
     pid_file = tmp_path / "descendant.pid"
     future = executor.submit_run(function_spec(workers.spawn_grandchild, (str(pid_file), True),
                                                timeout_seconds=SAFETY_TIMEOUT))
