@@ -234,6 +234,7 @@ def engine_kill(executor, samples: int, grace: float) -> list[float]:
         future = executor.submit_run(RunSpec(
             run_id="b", worker="hang", function=ignore_sigterm_and_hang,
             timeout_seconds=TIMEOUT, kill_grace_seconds=grace))
+        future.started.wait()
         dead = wait_dead(future.pid)
         latencies.append(dead - begun - TIMEOUT - grace)
         future.result()

@@ -211,7 +211,7 @@ def _status(arguments) -> int:
             return 0
         workers = document["worker_states"]
         print(f"running (pid {instance.pid or '?'}) at {instance.url}: {len(workers)} workers, "
-              f"{len(document['running'])} running, {len(document['pending'])} pending, "
+              f"{document['running']} running, {document['pending']} pending, "
               f"max_concurrent {document['max_concurrent']}")
         _print_table(["WORKER", "STATE", "LAST", "DURATION", "NEXT RUN", "REASON"], [
             [name, worker["state"], worker["last_outcome"] or "-",
@@ -316,9 +316,15 @@ def _find_instance(installation) -> _Instance:
     if state_path is not None:
         if not os.path.exists(state_path):
             return _Instance(None, None, f"the state file {state_path} does not exist yet")
-        pid, url = StateReader(state_path).holder()
-        if pid is None:
+        reader = StateReader(state_path)
+        try:
+            announced = reader.instance()
+        finally:
+            reader.close()
+        if announced is None:
             return _Instance(None, None, f"the state file {state_path} is not in use")
+        pid = int(announced["pid"]) if announced.get("pid", "").isdigit() else None
+        url = announced.get("url")
         if url is None:
             return _Instance(None, pid, f"pid {pid} runs without http")
         return _Instance(url, pid)

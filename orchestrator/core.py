@@ -7,6 +7,8 @@ scheduling state of its own.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import signal
 import threading
@@ -15,19 +17,24 @@ from typing import Any, Callable
 
 from loguru import logger
 
-from .config import WorkerConfig, build_config, check_name, parse_timezone
+from .config import WorkerConfig, build_config, check_name, parse_timezone, suggest
 from .dispatcher import Dispatcher
-from .errors import ConfigError, NotRunningError, OrchestratorError
+from .errors import ConfigError, NotRunningError, OrchestratorError, UnknownWorkerError
 from .events import EventBus, RunEvent
 from .execution.base import RunExecutor
 from .execution.process import CONTAINMENTS, ProcessExecutor
 from .history import MemoryHistory
 from .state import StateStore
 from .runs import Outcome, RunRecord
-from .schedule import local_timezone
+from .schedule import Plan, local_timezone, plan as plan_due_times
+from .status import StatusBoard
+from .watches import FileWatch
 
 #: The longest window plan() computes (ten years).
 MAX_PLAN_HOURS = 87600
+#: How many due times plan() gives at most, unless told otherwise, and at most at all.
+DEFAULT_PLAN_LIMIT = 10_000
+MAX_PLAN_LIMIT = 10_000_000
 #: How long stop() waits for killed runs to be gone, beyond their kill grace.
 KILL_SETTLE_SECONDS = 30.0
 
@@ -88,6 +95,12 @@ class WorkerOrchestrator:
                                              else StateStore(os.fspath(state_path),
                                                              history_limit)),
                                       events=self._events)
+        self._status = StatusBoard(lambda: self._dispatcher.snapshot,
+                                   self._dispatcher.clock.now)
+        self._file_watch: FileWatch | None = None
+        self._forever_wake: int | None = None  # run_forever's pipe, while it runs
+        #: Why the orchestrator stopped on its own (its state file was replaced), or None.
+        self.failure: str | None = None
         self._http_address = parse_http(http)
         if http_token is not None and (not isinstance(http_token, str) or not http_token
                                        or not http_token.isascii()
@@ -124,7 +137,7 @@ class WorkerOrchestrator:
 
     def _register(self, config: WorkerConfig) -> WorkerConfig:
         self._dispatcher.call(self._dispatcher.register, config)
-        return self._dispatcher.call(self._dispatcher.config, config.name)
+        return self.get_worker(config.name)  # published before the call returned
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -155,9 +168,11 @@ class WorkerOrchestrator:
                     self._http_server = None
                 raise
             dispatcher.start_thread()
+            self._watch_state_file()
             if self._http_server is not None:
                 self._http_server.start()
-                dispatcher.store.announce(self._http_server.url)
+                dispatcher.call(functools.partial(dispatcher.store.announce,
+                                                  url=self._http_server.url))
                 logger.info("serving status on {}", self._http_server.url)
             logger.info("orchestrator started with {} workers, max_concurrent={}",
                         len(dispatcher.names()), dispatcher.max_concurrent)
@@ -185,12 +200,48 @@ class WorkerOrchestrator:
                     logger.error("stop: runs did not end after being killed; giving up "
                                  "waiting for them")
             dispatcher.halt_thread()
+            if self._file_watch is not None:
+                self._file_watch.stop()
+                self._file_watch = None
             self._executor.shutdown(wait=True, cancel_futures=True)
             dispatcher.call(dispatcher.end)
             if self._http_server is not None:
                 self._http_server.stop()  # before the store it reads from closes
             dispatcher.store.close()
             logger.info("orchestrator stopped")
+
+    def _watch_state_file(self) -> None:
+        """Have the kernel say when the state file is deleted or replaced (see
+        ``StateStore.check_file``); the check runs on the dispatcher thread."""
+        path = getattr(self._dispatcher.store, "path", None)
+        if path is None:
+            return
+        watch = FileWatch(path, lambda: self._dispatcher.post(self._check_state_file))
+        self._file_watch = watch if watch.start() else None
+
+    def _check_state_file(self) -> None:
+        outcome = self._dispatcher.store.check_file()
+        if outcome == "recreated":  # a new file at the path: watch that one
+            watch, self._file_watch = self._file_watch, None
+            if watch is not None:
+                watch.stop()
+            self._watch_state_file()
+        elif outcome == "replaced":
+            self._stop_on_its_own(f"the state file {self._dispatcher.store.path} was "
+                                  f"replaced by another file")
+
+    def _stop_on_its_own(self, reason: str) -> None:
+        """Stop cleanly from inside (the dispatcher thread cannot wait for itself)."""
+        if self.failure is not None:
+            return
+        self.failure = reason
+        if self._forever_wake is not None:  # run_forever stops as on SIGTERM
+            try:
+                os.write(self._forever_wake, bytes([signal.SIGTERM]))
+            except OSError:
+                pass
+            return
+        threading.Thread(target=self.stop, name="orchestrator-stop", daemon=True).start()
 
     def _bind_http(self):
         """The status server, bound but not yet serving; ``None`` without ``http``."""
@@ -234,6 +285,7 @@ class WorkerOrchestrator:
                                                                    signal.SIGTERM)}
         stopper = threading.Thread(target=self._stop_then_wake, name="orchestrator-stop",
                                    args=(stop_timeout, write_end))
+        self._forever_wake = write_end
         try:
             self.start()
             while True:
@@ -252,6 +304,7 @@ class WorkerOrchestrator:
                                           True)
             stopper.join()
         finally:
+            self._forever_wake = None
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             os.close(read_end)
@@ -316,29 +369,54 @@ class WorkerOrchestrator:
     # -- reading --------------------------------------------------------------------------
 
     def get_status(self) -> dict:
-        """What runs, what waits and why; see README "Status"."""
-        return self._dispatcher.call(self._dispatcher.status)
+        """What runs, what waits and why; see README "Status". Read from the newest state
+        the dispatcher published, on the caller's thread: it never waits for a run or a
+        step, and never delays one."""
+        document = self._status.document()
+        return {**document, "worker_states": {name: dict(state) for name, state in
+                                              document["worker_states"].items()},
+                "worker_names": list(document["worker_names"]),
+                "running_workers": list(document["running_workers"]),
+                "pending_workers": list(document["pending_workers"])}
 
     def get_worker(self, name: str) -> WorkerConfig:
         """A read-only snapshot of ``name``'s configuration and runtime fields."""
-        return self._dispatcher.call(self._dispatcher.config, name)
+        view = self._view(name)
+        return dataclasses.replace(
+            view.config, is_enabled=view.enabled, is_running=view.running is not None,
+            consecutive_failures=view.consecutive_failures, last_run=view.last_run,
+            last_success=view.last_success, last_error=view.last_error)
+
+    def _view(self, name: str):
+        check_name(name)
+        workers = self._dispatcher.snapshot.workers
+        view = workers.get(name)
+        if view is None:
+            raise UnknownWorkerError(f"no worker named {name!r}{suggest(name, workers)}",
+                                     worker=name)
+        return view
 
     def history(self, worker: str | None = None, limit: int = 20) -> list[RunRecord]:
-        """Run records, newest first; all workers when ``worker`` is None."""
+        """Run records, newest first; all workers when ``worker`` is None. Read on the
+        caller's thread (a connection of its own to the state file)."""
         if worker is not None:
             check_name(worker)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"history: limit must be a whole number of at least 1, got "
                               f"{limit!r}", field="limit")
-        return self._dispatcher.call(self._dispatcher.recent_runs, worker, limit)
+        records = self._dispatcher.store.recent(worker, limit)
+        if worker is not None and not records:
+            self._view(worker)  # unknown, and not in the state file either: say so
+        return records
 
-    def plan(self, start: datetime | None = None,
-             hours: float = 24.0) -> list[tuple[datetime, str]]:
-        """Every due time of every scheduled worker in ``[start, start + hours)``.
+    def plan(self, start: datetime | None = None, hours: float = 24.0, *,
+             limit: int = DEFAULT_PLAN_LIMIT, worker: str | None = None) -> Plan:
+        """Due times of scheduled workers in ``[start, start + hours)``, in time order, at
+        most ``limit`` of them (the result's ``cut`` says whether more fell in the window).
 
-        Computed by the same code that schedules. A naive ``start`` is read as local time
-        of the orchestrator's zone; interval workers not yet started are anchored at
-        ``start``.
+        Computed by the same code that schedules, on the caller's thread. A naive ``start``
+        is read as local time of the orchestrator's zone; interval workers not yet started
+        are anchored at ``start``. ``worker`` keeps one worker's due times only.
         """
         zone = self._dispatcher.default_timezone
         if start is None:
@@ -351,15 +429,34 @@ class WorkerOrchestrator:
                 or not 0 < hours <= MAX_PLAN_HOURS:
             raise ConfigError(f"plan: hours must be a positive number up to {MAX_PLAN_HOURS} "
                               f"(ten years), got {hours!r}", field="hours")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= \
+                MAX_PLAN_LIMIT:
+            raise ConfigError(f"plan: limit must be a whole number from 1 to {MAX_PLAN_LIMIT}, "
+                              f"got {limit!r}", field="limit")
+        snapshot = self._dispatcher.snapshot
+        if worker is not None:
+            self._view(worker)
+        self._check_known(snapshot)
         try:
             end = start + timedelta(hours=hours)
-            return self._dispatcher.call(self._dispatcher.plan,
-                                         start.astimezone(dt_timezone.utc),
-                                         end.astimezone(dt_timezone.utc))
+            return plan_due_times(snapshot.workers.values(), zone,
+                                  start.astimezone(dt_timezone.utc),
+                                  end.astimezone(dt_timezone.utc), limit, worker)
         except OverflowError:
             raise ConfigError(f"plan: the window from {start.isoformat()} for {hours} hours "
                               f"goes past the year 9999; choose an earlier start",
                               field="start") from None
+
+    def _check_known(self, snapshot) -> None:
+        """A plan of workers that name unregistered ones would not be what runs."""
+        for view in snapshot.workers.values():
+            for field in ("depends_on", "blocks"):
+                for other in getattr(view.config, field):
+                    if other not in snapshot.workers:
+                        raise UnknownWorkerError(
+                            f"worker {view.name!r}: {field} names {other!r}, which is not "
+                            f"registered; register it or remove it from {field}",
+                            worker=view.name, field=field)
 
     def add_listener(self, callback: Callable[[RunEvent], Any]) -> None:
         """Call ``callback(event)`` for every run event; its errors are logged and ignored."""

@@ -7,18 +7,23 @@
                   |                                   |
                   +------> command queue + wake-up <--+
                                   |
-                   Dispatcher thread: step(now)
-                     1. run queued commands (and finished attempts)
+                   Dispatcher thread: step(now), one SQLite transaction
+                     1. run queued commands (finished and started attempts among them)
                      2. due times <= now      -> pending runs   (Schedule, S4)
-                     3. pending runs, by priority, that pass   -> executor.submit_run
-                        overlap / dependencies / exclusion / slots   (S5)
-                     4. sleep until the next due time or retry, or a wake-up
+                     3. pending runs, by priority, that pass   -> runs to start
+                        overlap / dependencies / exclusion / slots   (S5, admission.py)
+                     4. commit; publish a Snapshot (views.py) for readers; deliver the
+                        step's events; answer the commands; hand the runs to start to
+                        executor.submit_run, which returns at once
+                     5. sleep until the next due time or retry, or a wake-up
 
 The dispatcher thread owns every piece of mutable scheduling state: the workers' runtime
 state, the constraint graph, the pending set, the running table, the timer heap and the
 state store. Other threads never touch them: they send a command (:meth:`Dispatcher.call`) and
-get its result back. Before the thread starts and after it ends, commands run in the calling
-thread under a lock, so the owner is still one at a time.
+get its result back once it is committed, or read the newest :attr:`Dispatcher.snapshot`.
+Before the thread starts and after it ends, commands run in the calling thread under a
+lock, so the owner is still one at a time. The thread never waits on anything outside it:
+not on an executor, not on a reader.
 """
 
 from __future__ import annotations
@@ -26,17 +31,20 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import heapq
 import itertools
 import queue
 import threading
+import types
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Callable
 
 from loguru import logger
 
+from . import admission
 from .clock import SystemClock
-from .clockwatch import ClockWatch
+from .watches import ClockWatch
 from .config import (MAX_SECONDS, OverlapPolicy, WorkerConfig, WorkerExecutionMode,
                      check_name, suggest)
 from .errors import ConfigError, UnknownWorkerError
@@ -46,7 +54,7 @@ from .graph import ConstraintGraph
 from .history import MemoryHistory
 from .runs import Cause, Outcome, RunRecord, RunState, new_run_id
 from .schedule import Schedule, missed_while_down
-from .status import build_status, describe_outcome
+from .views import RunView, Snapshot, WorkerView
 
 #: Longest sleep between steps where steps of the wall clock cannot be watched (no timerfd).
 MAX_SLEEP_SECONDS = 60.0
@@ -65,6 +73,7 @@ class WorkerState:
     config: WorkerConfig
     enabled: bool = True
     disabled_reason: str | None = None
+    disabled_at: datetime | None = None
     consecutive_failures: int = 0
     last_run: datetime | None = None          # start of the newest run
     last_success: datetime | None = None      # end of the newest successful run
@@ -74,13 +83,13 @@ class WorkerState:
     cpu_seconds: float | None = None
     peak_rss_bytes: int | None = None
     schedule: Schedule | None = None
+    schedule_anchor: datetime | None = None   # an interval's first due time
     next_due: datetime | None = None
     last_due: datetime | None = None          # the newest due time that fired
     missed: int = 0                           # due times missed while down (S4)
     fresh_upstreams: set[str] = dataclasses.field(default_factory=set)
     steered_before_start: bool = False        # enable/disable called before start()
     skipped: int = 0
-    coalesced: int = 0
 
     @property
     def name(self) -> str:
@@ -98,9 +107,17 @@ class PendingRun:
 @dataclasses.dataclass
 class RunningRun:
     record: RunRecord
-    future: RunFuture
+    future: RunFuture | None  # None until the step that started it has committed
     waiters: list[concurrent.futures.Future]
     killing: Outcome | None = None
+    immediately: bool = False
+
+    def kill(self, outcome: Outcome, immediately: bool = False) -> None:
+        """Kill the attempt (the first cause wins; ``immediately`` may follow)."""
+        self.killing = self.killing or outcome
+        self.immediately |= immediately
+        if self.future is not None:
+            self.future.kill(self.killing, self.immediately)
 
 
 class Dispatcher:
@@ -129,6 +146,9 @@ class Dispatcher:
         self._running: dict[str, RunningRun] = {}
         self._timers: list[tuple[datetime, int, str]] = []   # heap of (when, seq, worker)
         self._seq = itertools.count()
+        self._dirty: set[str] = set()         # workers whose view must be made anew
+        self._after_commit: list = []         # answers and waiters, once committed
+        self._to_submit: list[tuple[RunningRun, RunSpec]] = []  # runs started this step
         # Shared with other threads:
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._wakeup = threading.Event()
@@ -138,20 +158,30 @@ class Dispatcher:
         self._clock_watch: ClockWatch | None = None  # while set, sleeps have no cap
         self.idle = threading.Event()  # set while no run is in progress
         self.idle.set()
+        #: The newest published state, for readers on any thread (replaced, never changed).
+        self.snapshot = self._new_snapshot(0, types.MappingProxyType({}))
 
     # -- threading ------------------------------------------------------------------------
 
     def call(self, function: Callable[..., Any], *args) -> Any:
-        """Run ``function(*args)`` as the owner of the state and return its result.
+        """Run ``function(*args)`` as the owner of the state and return its result, once
+        what it changed is committed and published.
 
-        From the dispatcher thread itself, or while that thread is not running, the call
-        runs at once (under a lock); otherwise it is queued and waited for. Exceptions
-        raised by ``function`` propagate to the caller.
+        From the dispatcher thread itself the call runs at once; while that thread is not
+        running it runs in the calling thread, as a step of its own (under a lock);
+        otherwise it is queued and waited for. Exceptions raised by ``function`` propagate
+        to the caller.
         """
         with self._inline_lock:
             thread = self._thread
-            if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            if thread is threading.current_thread():
                 return function(*args)
+            if thread is None or not thread.is_alive():
+                try:
+                    with self._transaction():
+                        return function(*args)
+                finally:
+                    self._after_step()
             reply: concurrent.futures.Future = concurrent.futures.Future()
             self._commands.put((function, args, reply))
             self._wakeup.set()
@@ -189,7 +219,7 @@ class Dispatcher:
             self._clock_watch = None
         with self._inline_lock:
             self._thread = None
-            self._drain()  # commands queued while the thread was ending
+            self.step()  # commands queued while the thread was ending
 
     def _set_halt(self) -> None:
         self._halt = True
@@ -213,29 +243,54 @@ class Dispatcher:
     # -- the step -------------------------------------------------------------------------
 
     def step(self) -> float | None:
-        """Process commands, fire due times, admit runs.
+        """Process commands, fire due times, admit runs: one transaction; then publish,
+        answer, and hand the admitted runs to the executor.
 
         :returns: seconds until the next timed event (a due time, a retry, or another try at
             writing changes the state file refused), 0 if more commands are already queued,
             or ``None`` if nothing is scheduled.
         """
-        self._drain()
-        if self.state != "running":
-            return None if self._commands.empty() else 0.0
-        now = self.clock.now()
-        with self._transaction():  # one transaction for the step's due records
-            self._fire_due(now)
-        self._admit(now)
+        try:
+            with self._transaction():
+                self._drain()
+                if self.state == "running":
+                    now = self.clock.now()
+                    self._fire_due(now)
+                    self._admit(now)
+        finally:
+            self._after_step()
         if not self._commands.empty():
             return 0.0
+        if self.state != "running":
+            return None
         while self._timers and not self._timer_valid(self._timers[0]):
             heapq.heappop(self._timers)
         wait = None
         if self._timers:
             wait = max(0.0, (self._timers[0][0] - self.clock.now()).total_seconds())
-        if not self.store.flush():  # the disk refused a write: try again soon
-            wait = RETRY_WRITE_SECONDS if wait is None else min(wait, RETRY_WRITE_SECONDS)
+        retry = self.store.retry_in()
+        if retry is not None:  # the disk refused a write: try again then
+            wait = retry if wait is None else min(wait, retry)
         return wait
+
+    def _transaction(self) -> contextlib.ExitStack:
+        """Writes inside commit together; then a new snapshot is published; then the
+        events of the transaction are delivered (exits run in reverse order)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.events.deferred())
+        stack.callback(self._publish)
+        stack.enter_context(self.store.batch())
+        return stack
+
+    def _after_step(self) -> None:
+        """What waits for the commit: answers to callers, then the starts of the runs
+        admitted (their records are on disk before their processes exist)."""
+        after, self._after_commit = self._after_commit, []
+        for action in after:
+            action()
+        starts, self._to_submit = self._to_submit, []
+        for running, spec in starts:
+            self._submit(running, spec)
 
     def _drain(self) -> None:
         while True:
@@ -252,21 +307,72 @@ class Dispatcher:
             if not reply.set_running_or_notify_cancel():
                 continue
             try:
-                reply.set_result(function(*args))
+                value = function(*args)
             except BaseException as error:  # handed to the caller, who re-raises it
-                reply.set_exception(error)
+                self._after_commit.append(functools.partial(reply.set_exception, error))
+            else:
+                self._after_commit.append(functools.partial(reply.set_result, value))
 
-    def _transaction(self):
-        """Writes inside commit together; their events go out once they are committed."""
-        stack = contextlib.ExitStack()
-        stack.enter_context(self.events.deferred())
-        stack.enter_context(self.store.batch())  # left first: the commit precedes the events
-        return stack
+    # -- the published snapshot -----------------------------------------------------------
+
+    def _touch(self, name: str) -> None:
+        """``name``'s view changed: the next publication makes it anew."""
+        self._dirty.add(name)
+
+    def _publish(self) -> None:
+        """Publish a new snapshot if anything a reader sees has changed."""
+        old = self.snapshot
+        if not self._dirty and old.state == self.state and old.running == self._running.keys() \
+                and old.pending == self._pending.keys():
+            return
+        views = dict(old.workers)
+        for name in self._dirty:
+            state = self._workers.get(name)
+            if state is not None:
+                views[name] = self._view(state)
+        self._dirty.clear()
+        self.snapshot = self._new_snapshot(old.version + 1, types.MappingProxyType(views))
+
+    def _new_snapshot(self, version: int, views) -> Snapshot:
+        return Snapshot(
+            version=version, state=self.state, max_concurrent=self.max_concurrent,
+            containment=getattr(self.executor, "containment", "none"),
+            containment_detail=getattr(self.executor, "containment_detail", ""),
+            default_timezone=self.default_timezone, workers=views,
+            running=frozenset(self._running), pending=frozenset(self._pending),
+            taken_at=self.clock.now())
+
+    def _view(self, state: WorkerState) -> WorkerView:
+        name = state.name
+        running = self._running.get(name)
+        pending = self._pending.get(name)
+        run = None
+        if running is not None:
+            record, future = running.record, running.future
+            run = RunView(record.run_id, record.attempts, record.due_at, record.started_at,
+                          record.pid, getattr(future, "node", None),
+                          getattr(future, "host", None), future)
+        waiting = None
+        if pending is not None:
+            record = pending.record
+            waiting = RunView(record.run_id, record.attempts, record.due_at,
+                              not_before=pending.not_before, error=record.error)
+        return WorkerView(
+            config=state.config, enabled=state.enabled, disabled_reason=state.disabled_reason,
+            disabled_at=state.disabled_at, consecutive_failures=state.consecutive_failures,
+            last_run=state.last_run, last_success=state.last_success,
+            last_error=state.last_error, last_outcome=state.last_outcome,
+            last_duration=state.last_duration, cpu_seconds=state.cpu_seconds,
+            peak_rss_bytes=state.peak_rss_bytes, next_due=state.next_due,
+            schedule=state.schedule.description if state.schedule else None,
+            schedule_anchor=state.schedule_anchor, skipped=state.skipped, missed=state.missed,
+            conflicts=tuple(self._graph.conflicts_of(name)), running=run, pending=waiting)
 
     # -- timers ---------------------------------------------------------------------------
 
     def _set_next_due(self, state: WorkerState, when: datetime | None) -> None:
         state.next_due = when
+        self._touch(state.name)
         if when is not None:
             heapq.heappush(self._timers, (when, next(self._seq), state.name))
 
@@ -295,8 +401,7 @@ class Dispatcher:
                 self._due(state, when, Cause.CONTINUOUS)
             else:
                 self._due(state, when, Cause.SCHEDULE)
-                following, passed = state.schedule.catch_up(when, now)
-                state.coalesced += passed
+                following, _ = state.schedule.catch_up(when, now)
                 state.last_due = when
                 self._persist(state)
                 self._set_next_due(state, following)
@@ -316,12 +421,12 @@ class Dispatcher:
                 record.error = f"run {running.record.run_id} was still running"
                 record.finish(Outcome.SKIPPED, self.clock.now())
                 state.skipped += 1
+                self._touch(name)
                 self.store.save(record)
                 self._emit("skipped", record, message=record.error)
                 return
             if policy is OverlapPolicy.REPLACE and running.killing is None:
-                running.killing = Outcome.CANCELLED
-                running.future.kill(Outcome.CANCELLED)
+                running.kill(Outcome.CANCELLED)
                 self._emit("replacing", running.record,
                            message=f"a new run is due at {due_at.isoformat()}")
         self._make_pending(state, due_at, cause)
@@ -337,10 +442,9 @@ class Dispatcher:
             pending = PendingRun(RunRecord(new_run_id(), state.name, cause, due_at),
                                  next(self._seq))
             self._pending[state.name] = pending
+            self._touch(state.name)
             self.store.save(pending.record)  # a crash before it starts cannot lose it
             self._emit("due", pending.record, message=str(cause))
-        else:
-            state.coalesced += 1
         if waiter is not None:
             pending.waiters.append(waiter)
         return pending
@@ -363,30 +467,13 @@ class Dispatcher:
 
     def blocker(self, name: str) -> str | None:
         """Why dependencies or exclusions keep ``name`` from starting now, or ``None``."""
-        for dependency in self._graph.dependencies_of(name):
-            why = self._dependency_problem(dependency)
-            if why:
-                return f"waiting for dependency {dependency}: {why}"
-        for other in self._graph.conflicts_of(name):
-            if other in self._running:
-                return f"blocked by {other} (running)"
-        return None
-
-    def _dependency_problem(self, name: str) -> str | None:
-        state = self._workers[name]
-        if name in self._running:
-            return "it is running"
-        if name in self._pending:
-            return "it has a pending run"
-        if not state.enabled:
-            return "it is disabled"
-        if state.last_outcome is None:
-            return "it has not run yet"
-        if state.last_outcome is not Outcome.SUCCEEDED:
-            return f"its last run {describe_outcome(state.last_outcome)}"
-        return None
+        return admission.blocker(self._graph.dependencies_of(name),
+                                 self._graph.conflicts_of(name), self._workers.__getitem__,
+                                 self._running, self._pending)
 
     def _start(self, pending: PendingRun, now: datetime) -> None:
+        """Move a pending run to running and record it; its process is started once this
+        step's transaction has committed (see _after_step)."""
         record = pending.record
         state = self._workers[record.worker]
         del self._pending[record.worker]
@@ -403,36 +490,53 @@ class Dispatcher:
             memory_limit_mb=config.memory_limit_mb, pids_limit=config.pids_limit,
             cpu_limit=config.cpu_limit, kill_leftovers=config.kill_leftovers,
             user=config.user)
-        with self.store.batch():  # the record exists before the process does
-            self.store.save(record)
-            if record.attempts == 1:
-                self._persist(state)  # the last start, which a restart resumes from
+        self.store.save(record)  # committed before the process exists
+        if record.attempts == 1:
+            self._persist(state)  # the last start, which a restart resumes from
         self._emit("started", record, message=config.target)
+        running = RunningRun(record, None, pending.waiters)
+        self._running[record.worker] = running
+        self.idle.clear()
+        self._to_submit.append((running, spec))
+
+    def _submit(self, running: RunningRun, spec: RunSpec) -> None:
+        """Hand a started run to the executor (which returns at once)."""
+        name = spec.worker
         try:
             future = self.executor.submit_run(spec)
         except Exception as error:  # the executor is at fault, not the run; record it
-            logger.exception("executor failed to start {} run {}", config.name, record.run_id)
+            logger.exception("executor failed to start {} run {}", name, spec.run_id)
+            now = self.clock.now()
             future = RunFuture(spec, lambda *_: None)  # already done: nothing to kill
-            future.set_result(AttemptResult(Outcome.CRASHED, now, self.clock.now(),
+            future.set_result(AttemptResult(Outcome.CRASHED, now, now,
                                             error=f"could not start: {error!r}"))
-        record.pid, record.pid_create_time = future.pid, future.pid_create_time
-        if record.pid is not None:
-            self.store.save(record)  # the pid, so a later instance can find what it left
-        self._running[record.worker] = RunningRun(record, future, pending.waiters)
-        self.idle.clear()
-        future.add_done_callback(lambda done: self.post(self._finished, record.worker, done))
+        running.future = future
+        if running.killing is not None:  # killed before it was submitted
+            future.kill(running.killing, running.immediately)
+        future.add_start_callback(lambda started: self.post(self._attempt_started, name,
+                                                            started))
+        future.add_done_callback(lambda done: self.post(self._finished, name, done))
+
+    def _attempt_started(self, name: str, future: RunFuture) -> None:
+        """The executor reports the attempt's process: its pid, for status and history."""
+        running = self._running.get(name)
+        if running is not None and running.future is future:
+            running.record.pid = future.pid
+            running.record.pid_create_time = future.pid_create_time
+            running.record.node = future.node
+            running.record.host = future.host
+            self._touch(name)
 
     # -- a run ends -----------------------------------------------------------------------
 
     def _finished(self, name: str, future: RunFuture) -> None:
-        with self._transaction():  # the record and its worker's counters, together
-            self._book_attempt(name, future)
-
-    def _book_attempt(self, name: str, future: RunFuture) -> None:
+        """An attempt ended (a command of the step: its record and its worker's counters
+        commit together, in the step's transaction)."""
         running = self._running.get(name)
         if running is None or running.future is not future:
             return
         del self._running[name]
+        self._touch(name)
         if not self._running:
             self.idle.set()
         attempt: AttemptResult = future.result()
@@ -453,6 +557,7 @@ class Dispatcher:
     def _retry(self, state: WorkerState, running: RunningRun, attempt: AttemptResult) -> None:
         record = running.record
         record.retry()
+        self._touch(state.name)
         delay = backoff(state.config.retry_delay_seconds, record.attempts)
         self._emit(attempt.outcome.value, record, duration=attempt.duration_seconds,
                    message=attempt.error or "", final=False)
@@ -477,6 +582,7 @@ class Dispatcher:
         """Book a finished run: statistics, auto-disable, pipelines, waiters, history."""
         outcome = record.outcome
         now = self.clock.now()
+        self._touch(state.name)
         if record.started_at is not None:
             state.last_outcome = outcome
             state.last_duration = attempt.duration_seconds if attempt else None
@@ -508,9 +614,10 @@ class Dispatcher:
                                     state.consecutive_failures), MAX_BACKOFF_SECONDS)
             self._set_next_due(state, now + timedelta(seconds=delay))
         self._persist(state)
-        for waiter in waiters:
+        copy = record.snapshot()
+        for waiter in waiters:  # once committed: a caller who waited sees it done
             if not waiter.done():
-                waiter.set_result(record.snapshot())
+                self._after_commit.append(functools.partial(_settle, waiter, copy))
 
     def _run_on_failure(self, config: WorkerConfig, record: RunRecord) -> None:
         """Start the worker's ``on_failure`` command; its own failure is only logged."""
@@ -580,6 +687,8 @@ class Dispatcher:
         self._graph.add_worker(name, config.depends_on, config.blocks)
         state = WorkerState(config)
         self._workers[name] = state
+        for touched in (name, *config.blocks):  # exclusion is symmetric: theirs changed too
+            self._touch(touched)
         if self.state == "running":
             self._begin_worker(state, self.clock.now())
 
@@ -636,9 +745,10 @@ class Dispatcher:
             fields = ["last_run", "last_success", "last_error", "last_outcome", "last_duration",
                       "last_due", "cpu_seconds", "peak_rss_bytes", "missed"]
             if not state.steered_before_start:  # an enable/disable before start() wins
-                fields += ["enabled", "disabled_reason", "consecutive_failures"]
+                fields += ["enabled", "disabled_reason", "disabled_at", "consecutive_failures"]
             for field in fields:
                 setattr(state, field, values[field])
+            self._touch(name)
             if not state.enabled:
                 self._drop_pending(name, "worker disabled (as saved in the state file)")
         for record in self.store.unfinished():
@@ -660,6 +770,7 @@ class Dispatcher:
                     and record.worker not in self._pending
                     and (now - record.due_at).total_seconds() <= _misfire_grace(state.config)):
                 self._pending[record.worker] = PendingRun(record, next(self._seq))
+                self._touch(record.worker)
                 self._emit("due", record, message="due before the restart; runs late, once")
                 return
             record.error = "the orchestrator stopped before this run started"
@@ -678,14 +789,16 @@ class Dispatcher:
     def _begin_worker(self, state: WorkerState, now: datetime) -> None:
         config = state.config
         mode = config.execution_mode
+        self._touch(state.name)
         if mode is WorkerExecutionMode.SCHEDULED:
             if config.interval_seconds is not None and state.last_run is not None:
                 # no stampede at restart: one interval after the last recorded start
                 anchor = state.last_run + timedelta(seconds=config.interval_seconds)
                 state.schedule = Schedule(config, anchor, self.default_timezone)
-                first = anchor
+                state.schedule_anchor = first = anchor
             else:
                 state.schedule = Schedule(config, now, self.default_timezone)
+                state.schedule_anchor = now
                 first = (state.schedule.next_due(state.last_due) if state.last_due is not None
                          and config.cron is not None else None)
             if first is not None and first <= now and state.enabled:
@@ -724,7 +837,7 @@ class Dispatcher:
     def _persist(self, state: WorkerState) -> None:
         self.store.save_worker({
             "name": state.name, "enabled": state.enabled,
-            "disabled_reason": state.disabled_reason,
+            "disabled_reason": state.disabled_reason, "disabled_at": state.disabled_at,
             "consecutive_failures": state.consecutive_failures, "last_run": state.last_run,
             "last_success": state.last_success, "last_error": state.last_error,
             "last_outcome": state.last_outcome, "last_duration": state.last_duration,
@@ -749,7 +862,9 @@ class Dispatcher:
         state.steered_before_start |= self.state == "created"
         state.enabled = True
         state.disabled_reason = None
+        state.disabled_at = None
         state.consecutive_failures = 0  # also on an enabled worker: the event says so
+        self._touch(name)
         self._emit_worker("enabled", state)
         self._persist(state)
         if (state.config.execution_mode is WorkerExecutionMode.CONTINUOUS
@@ -758,21 +873,22 @@ class Dispatcher:
             self._set_next_due(state, self.clock.now())
 
     def disable(self, name: str, stop: bool = False,
-                reason: str = "disabled by disable_worker()") -> None:
+                reason: str = "disabled by request") -> None:
         state = self._state(name)
         state.steered_before_start |= self.state == "created"
         if state.enabled:
             state.enabled = False
             state.disabled_reason = reason
+            state.disabled_at = self.clock.now()
             self._emit_worker("disabled", state, reason)
             self._persist(state)
         if state.config.execution_mode is WorkerExecutionMode.CONTINUOUS:
             state.next_due = None
+        self._touch(name)
         self._drop_pending(name, "worker disabled before the run started")
         running = self._running.get(name)
         if stop and running is not None and running.killing is None:
-            running.killing = Outcome.CANCELLED
-            running.future.kill(Outcome.CANCELLED)
+            running.kill(Outcome.CANCELLED)
 
     def begin_stop(self) -> None:
         """running -> stopping: start nothing new; pending runs are cancelled."""
@@ -787,8 +903,7 @@ class Dispatcher:
         """Kill every run in progress; ``immediately`` skips (or cuts short) the grace."""
         for running in self._running.values():
             if running.killing is None or immediately:
-                running.killing = running.killing or outcome
-                running.future.kill(outcome, immediately)
+                running.kill(outcome, immediately)
 
     def end(self) -> None:
         self.state = "stopped"
@@ -819,44 +934,6 @@ class Dispatcher:
     def longest_kill_grace(self) -> float:
         return max((s.config.kill_grace_seconds for s in self._workers.values()), default=0.0)
 
-    def recent_runs(self, worker: str | None, limit: int) -> list[RunRecord]:
-        records = self.store.recent(worker, limit)
-        if worker is not None and not records:
-            self._state(worker)  # unknown, and not in the state file either: say so
-        return records
-
-    def plan(self, start: datetime, end: datetime) -> list[tuple[datetime, str]]:
-        """Due times of every scheduled worker in ``[start, end)``."""
-        self._graph.check_known()
-        out = []
-        for state in self._workers.values():
-            if state.config.execution_mode is not WorkerExecutionMode.SCHEDULED:
-                continue
-            schedule = state.schedule or Schedule(state.config, start, self.default_timezone)
-            out.extend((due, state.name, schedule) for due in schedule.due_times(start, end))
-        out.sort(key=lambda item: (item[0], item[1]))  # UTC: fold-safe order
-        return [(schedule.local(due), name) for due, name, schedule in out]
-
-    def status(self) -> dict:
-        return build_status(self, self.clock.now())
-
-    # Read-only views for the status builder, valid in the owner thread only.
-    @property
-    def workers(self) -> dict[str, WorkerState]:
-        return self._workers
-
-    @property
-    def pending(self) -> dict[str, PendingRun]:
-        return self._pending
-
-    @property
-    def running(self) -> dict[str, RunningRun]:
-        return self._running
-
-    @property
-    def graph(self) -> ConstraintGraph:
-        return self._graph
-
     # -- events ---------------------------------------------------------------------------
 
     def _emit(self, kind: str, record: RunRecord, *, duration: float | None = None,
@@ -866,6 +943,11 @@ class Dispatcher:
 
     def _emit_worker(self, kind: str, state: WorkerState, message: str = "") -> None:
         self.events.emit(RunEvent(kind, state.name, self.clock.now(), message=message))
+
+
+def _settle(waiter: concurrent.futures.Future, record: RunRecord) -> None:
+    if not waiter.done():
+        waiter.set_result(record)
 
 
 def backoff(delay: float, failures: int) -> float:

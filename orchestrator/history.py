@@ -1,7 +1,7 @@
 """Run history kept in memory, bounded per worker (``state_path=None``).
 
 The dispatcher thread saves a record at each transition (the record exists before its
-process starts); readers get copies through the dispatcher. The SQLite
+process starts); readers on any thread get copies. The SQLite
 :class:`~orchestrator.state.StateStore` has the same methods and stands in its place when
 state is persistent; here the worker-state methods have nothing to keep.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import threading
 
 from .runs import RunRecord
 
@@ -19,21 +20,25 @@ class MemoryHistory:
 
     def __init__(self, limit_per_worker: int = 1000):
         self.limit_per_worker = limit_per_worker
+        self._lock = threading.Lock()  # the dispatcher writes, any thread reads
         self._runs: dict[str, collections.OrderedDict[str, RunRecord]] = {}
 
     def save(self, record: RunRecord) -> None:
-        """Insert or update ``record`` (keyed by run id)."""
-        runs = self._runs.setdefault(record.worker, collections.OrderedDict())
-        runs[record.run_id] = record
-        while len(runs) > self.limit_per_worker:
-            runs.popitem(last=False)
+        """Insert or update a copy of ``record`` (keyed by run id)."""
+        copy = record.snapshot()
+        with self._lock:
+            runs = self._runs.setdefault(record.worker, collections.OrderedDict())
+            runs[record.run_id] = copy
+            while len(runs) > self.limit_per_worker:
+                runs.popitem(last=False)
 
     def recent(self, worker: str | None = None, limit: int = 20) -> list[RunRecord]:
         """Copies of the newest records, newest first (all workers when ``worker`` is None)."""
-        if worker is not None:
-            records = list(self._runs.get(worker, {}).values())
-        else:
-            records = [r for runs in self._runs.values() for r in runs.values()]
+        with self._lock:
+            if worker is not None:
+                records = list(self._runs.get(worker, {}).values())
+            else:
+                records = [r for runs in self._runs.values() for r in runs.values()]
         records.sort(key=_order, reverse=True)
         return [record.snapshot() for record in records[:limit]]
 
@@ -47,11 +52,14 @@ class MemoryHistory:
     def save_worker(self, values: dict) -> None:
         pass
 
-    def announce(self, url: str) -> None:
+    def announce(self, **values) -> None:
         pass
 
-    def flush(self) -> bool:
-        return True
+    def retry_in(self) -> float | None:
+        return None
+
+    def check_file(self) -> str:
+        return "ok"
 
     def batch(self):
         return contextlib.nullcontext()

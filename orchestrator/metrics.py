@@ -182,12 +182,12 @@ def _float_text(value: float) -> str:
 
 # (status field, metric name, help, conversion); a missing value leaves the sample out.
 _WORKER_METRICS = (
-    ("is_running", "orchestrator_worker_running", "1 while a run of the worker is in progress.",
+    ("running", "orchestrator_worker_running", "1 while a run of the worker is in progress.",
      _flag),
     ("pending", "orchestrator_worker_pending", "1 while a run of the worker waits to start.",
      _flag),
     ("enabled", "orchestrator_worker_enabled", "1 if the worker is enabled.", _flag),
-    ("consecutive_failures", "orchestrator_worker_consecutive_failures",
+    ("failures", "orchestrator_worker_consecutive_failures",
      "Failed runs in a row (reset by a success or enable).", _number),
     ("last_success", "orchestrator_worker_last_success_timestamp_seconds",
      "When the newest successful run ended (Unix time).", _timestamp),

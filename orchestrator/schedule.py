@@ -9,12 +9,14 @@ last recorded start); cron workers use :class:`~orchestrator.cron.CrontabTrigger
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from datetime import datetime, timedelta, timezone, tzinfo
 
 import tzlocal
 from apscheduler.triggers.interval import IntervalTrigger
 
-from .config import WorkerConfig
+from .config import WorkerConfig, WorkerExecutionMode
 from .cron import CrontabTrigger
 
 
@@ -39,7 +41,6 @@ class Schedule:
             self.trigger = IntervalTrigger(seconds=config.interval_seconds, start_date=anchor,
                                            timezone=self.timezone)
             self.description = f"every {config.interval_seconds:g}s"
-        self.is_cron = config.cron is not None
 
     # Due times leave this class in UTC: Python ignores ``fold`` when it compares two
     # datetimes of one zone, so 02:30 before and after an autumn jump would compare equal.
@@ -111,3 +112,38 @@ def missed_while_down(schedule: Schedule, first: datetime, now: datetime,
 
 def _utc(when: datetime | None) -> datetime | None:
     return when.astimezone(timezone.utc) if when is not None else None
+
+
+def _labelled(schedule: Schedule, name: str, start: datetime, end: datetime):
+    for due in schedule.due_times(start, end):
+        yield due, name, schedule
+
+
+class Plan(list):
+    """``[(due time, worker name), ...]`` in time order; :attr:`cut` is true when more due
+    times fell in the window than the limit let through."""
+
+    cut = False
+
+
+def plan(views, default_timezone: tzinfo, start: datetime, end: datetime, limit: int,
+         worker: str | None = None) -> Plan:
+    """Due times of scheduled workers in ``[start, end)``, at most ``limit`` of them, computed
+    by the same :class:`Schedule` the dispatcher uses, from a published snapshot's views (on
+    the caller's thread: a plan never holds up scheduling).
+
+    Interval workers not yet started are anchored at ``start``.
+    """
+    streams = []
+    for view in views:
+        config = view.config
+        if config.execution_mode is not WorkerExecutionMode.SCHEDULED or \
+                worker is not None and config.name != worker:
+            continue
+        schedule = Schedule(config, view.schedule_anchor or start, default_timezone)
+        streams.append(_labelled(schedule, config.name, start, end))
+    merged = heapq.merge(*streams, key=lambda item: (item[0], item[1]))  # UTC: fold-safe
+    out = Plan((schedule.local(due), name)
+               for due, name, schedule in itertools.islice(merged, limit))
+    out.cut = next(merged, None) is not None
+    return out

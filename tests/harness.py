@@ -15,6 +15,7 @@ from orchestrator.config import build_config
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.events import EventBus
 from orchestrator.execution.inline import InlineExecutor
+from orchestrator.status import build_status
 
 START = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)  # a Monday
 
@@ -38,11 +39,11 @@ class Harness:
     # -- driving ----------------------------------------------------------------------------
 
     def add(self, name: str, fn=noop, **options) -> None:
-        self.dispatcher.register(build_config(name, fn, None, options))
+        self.dispatcher.call(self.dispatcher.register, build_config(name, fn, None, options))
 
     def start(self) -> None:
         self.dispatcher.store.open()
-        self.dispatcher.begin()
+        self.dispatcher.call(self.dispatcher.begin)
         self.settle()
 
     def crash(self) -> None:
@@ -72,8 +73,17 @@ class Harness:
         assert specs, f"{worker} is not running; running: {self.running}"
         return specs[0]
 
+    def enable(self, worker: str) -> None:
+        self.dispatcher.call(self.dispatcher.enable, worker)
+
+    def disable(self, worker: str, stop: bool = False) -> None:
+        self.dispatcher.call(self.dispatcher.disable, worker, stop)
+
+    def begin_stop(self) -> None:
+        self.dispatcher.call(self.dispatcher.begin_stop)
+
     def trigger(self, worker: str):
-        waiter = self.dispatcher.trigger(worker)
+        waiter = self.dispatcher.call(self.dispatcher.trigger, worker)
         self.settle()
         return waiter
 
@@ -84,14 +94,14 @@ class Harness:
         return sorted(spec.worker for spec in self.executor.waiting)
 
     def status(self, worker: str | None = None):
-        document = self.dispatcher.status()
+        document = build_status(self.dispatcher.snapshot, self.clock.now())
         return document if worker is None else document["worker_states"][worker]
 
     def reason(self, worker: str) -> str:
         return self.status(worker)["reason"]
 
     def history(self, worker: str | None = None, limit: int = 1000):
-        return self.dispatcher.recent_runs(worker, limit)
+        return self.dispatcher.store.recent(worker, limit)
 
     def kinds(self, worker: str) -> list[str]:
         return [event.kind for event in self.events if event.worker == worker]

@@ -141,9 +141,9 @@ def test_dependent_waits_while_dependency_never_ran_failed_or_is_disabled():
     h.finish("fetch", "failed", "OSError: no network")
     assert h.running == []
     assert h.reason("process") == "waiting for dependency fetch: its last run failed"
-    h.dispatcher.disable("fetch")
+    h.disable("fetch")
     assert h.reason("process") == "waiting for dependency fetch: it is disabled"
-    h.dispatcher.enable("fetch")
+    h.enable("fetch")
     h.trigger("fetch")
     assert h.reason("process") == "waiting for dependency fetch: it is running"
     h.finish("fetch", "timed_out")
@@ -254,14 +254,14 @@ def test_auto_disable_after_consecutive_failures_and_enable_resets():
         h.finish("bad", "failed", "ZeroDivisionError: division by zero")
         h.advance(10)
     state = h.status("bad")
-    assert state["enabled"] is False and state["consecutive_failures"] == 3
+    assert state["enabled"] is False and state["failures"] == 3
     assert h.reason("bad") == ("disabled after 3 consecutive failures: "
                                "ZeroDivisionError: division by zero")
     assert h.running == []
     h.advance(100)
     assert h.running == []
-    h.dispatcher.enable("bad")
-    assert h.status("bad")["consecutive_failures"] == 0
+    h.enable("bad")
+    assert h.status("bad")["failures"] == 0
     h.advance(10)
     assert h.running == ["bad"]
 
@@ -276,7 +276,7 @@ def test_success_resets_consecutive_failures():
     h.advance(10)
     h.finish("w", "failed")
     assert h.status("w")["enabled"] is True
-    assert h.status("w")["consecutive_failures"] == 1
+    assert h.status("w")["failures"] == 1
 
 
 def test_disable_drops_pending_run_and_lets_running_one_finish():
@@ -284,21 +284,21 @@ def test_disable_drops_pending_run_and_lets_running_one_finish():
     h.add("a", interval_seconds=100, priority="high")
     h.add("b", interval_seconds=100)
     h.start()
-    h.dispatcher.disable("b")
-    h.dispatcher.disable("a")
+    h.disable("b")
+    h.disable("a")
     assert h.running == ["a"]
     h.finish("a")
     assert h.running == []
     assert h.history("b")[0].outcome.value == "cancelled"
     assert h.history("a")[0].outcome.value == "succeeded"
-    assert h.reason("a") == "disabled by disable_worker()"
+    assert h.reason("a") == "disabled by request at 12:00"
 
 
 def test_disable_with_stop_cancels_running_run():
     h = Harness()
     h.add("a", interval_seconds=100)
     h.start()
-    h.dispatcher.disable("a", True)
+    h.disable("a", True)
     h.settle()
     assert h.running == []
     assert h.history("a")[0].outcome.value == "cancelled"
@@ -308,7 +308,7 @@ def test_failed_run_of_disabled_worker_is_not_retried():
     h = Harness()
     h.add("a", interval_seconds=100, max_retries=3)
     h.start()
-    h.dispatcher.disable("a")
+    h.disable("a")
     h.finish("a", "failed")
     h.advance(60)
     assert h.running == []
@@ -323,7 +323,7 @@ def test_triggered_pipeline_runs_after_all_upstreams_succeed():
     h.add("extract-b", interval_seconds=100)
     h.add("load", execution_mode="triggered", depends_on=["extract-a", "extract-b"])
     h.start()
-    assert h.reason("load") == "runs when extract-a, extract-b succeeded (or on trigger_worker())"
+    assert h.reason("load") == "runs after extract-a and extract-b succeed (or when triggered)"
     h.finish("extract-a")
     assert h.running == ["extract-b"]
     h.finish("extract-b")
@@ -344,8 +344,8 @@ def test_trigger_returns_final_record_and_disabled_is_refused():
     assert not waiter.done()
     h.finish("job")
     assert waiter.result(0).outcome.value == "succeeded"
-    h.dispatcher.disable("job")
-    assert h.dispatcher.trigger("job") is None
+    h.disable("job")
+    assert h.dispatcher.call(h.dispatcher.trigger, "job") is None
 
 
 def test_trigger_while_running_queues_one_run_behind():
@@ -405,8 +405,8 @@ def test_status_shape_and_reasons():
     h.start()
     document = h.status()
     assert set(document) >= {"state", "workers", "running", "worker_states"}
-    assert document["running"] == ["hog"]
-    assert document["workers"] == ["hog", "waiting"]
+    assert document["running"] == 1 and document["running_workers"] == ["hog"]
+    assert document["workers"] == 2 and document["worker_names"] == ["hog", "waiting"]
     assert h.reason("hog").startswith("running since 12:00:00 (attempt 1 of 4)")
     assert h.reason("waiting") == "no free slot (1/1 running)"
     h.finish("hog")
@@ -438,4 +438,4 @@ def test_a_very_long_failure_streak_keeps_backing_off():
         h.finish("loop", "failed")
         h.advance(300)
     assert h.running == ["loop"]
-    assert h.status("loop")["consecutive_failures"] == 1100
+    assert h.status("loop")["failures"] == 1100

@@ -325,6 +325,7 @@ if __name__ == "__main__":
     future = executor.submit_run(spec(escape.daemon_then_hang, (place + "/hang.pids",
                                                                 place + "/hang.ready"),
                                       timeout_seconds=float(sys.argv[2]), kill_grace_seconds=0))
+    future.started.wait(60)
     report["cgroup"] = future.cgroup
     open(place + "/cgroup", "w").write(future.cgroup)
     result = future.result(60)

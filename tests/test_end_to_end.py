@@ -219,7 +219,7 @@ def test_status_tells_the_truth_while_running(make, journal_dir):
     wait_for(lambda: read_journal(journal_dir), timeout=60)
     orch.trigger_worker("after")
     status = orch.get_status()
-    assert status["running"] == ["gate"] and status["pending"] == ["after"]
+    assert status["running_workers"] == ["gate"] and status["pending_workers"] == ["after"]
     gate = status["worker_states"]["gate"]
     assert gate["state"] == "running" and psutil.pid_exists(gate["pid"])
     assert gate["reason"].startswith("running since")

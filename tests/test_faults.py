@@ -315,7 +315,7 @@ def test_state_file_turning_read_only_while_running(make, fault_dir):
         for _ in range(3):
             assert orch.trigger_worker("steady", wait=True, timeout=60) is True
         assert orch.get_status()["state"] == "running"
-        assert any("write failed" in str(line) for line in lines), lines
+        assert any("write(s) failed" in str(line) for line in lines), lines
     finally:
         _mutable(frozen)
         logger.remove(sink)

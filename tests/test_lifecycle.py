@@ -120,7 +120,7 @@ def tidy_up():
 
 
 def test_decorator_registers_module_level_functions_under_their_name():
-    assert DECORATED.get_status()["workers"] == ["tidy-up"]
+    assert DECORATED.get_status()["worker_names"] == ["tidy-up"]
     assert DECORATED.get_worker("tidy-up").function is tidy_up
     assert tidy_up() == 1
 
@@ -170,7 +170,7 @@ def test_nothing_becomes_due_once_stopped():
     orch.start()
     orch.stop()
     assert orch.trigger_worker("w") is False
-    assert orch.get_status()["pending"] == [] and orch.history("w") == []
+    assert orch.get_status()["pending_workers"] == [] and orch.history("w") == []
 
 
 class SteppedClock(SystemClock):

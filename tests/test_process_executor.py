@@ -250,7 +250,7 @@ def test_kill_cancels_a_running_attempt(executor, tmp_path):
     future = executor.submit_run(function_spec(workers.hang, str(marker),
                                                timeout_seconds=SAFETY_TIMEOUT,
                                                kill_grace_seconds=0.5))
-    assert future.started.is_set() and future.pid
+    assert future.started.wait(RESULT_WAIT) and future.pid
     wait_for(marker.exists, message="worker started")
     future.kill()
     result = future.result(timeout=RESULT_WAIT)
@@ -472,11 +472,14 @@ def test_command_peak_rss_is_its_own_not_the_orchestrators(executor):
 
 # -- the launcher ---------------------------------------------------------------------------
 
-def test_start_is_known_when_submit_returns(executor, tmp_path):
+def test_the_start_is_reported_with_the_process(executor, tmp_path):
     marker = tmp_path / "started"
+    started = []
     future = executor.submit_run(function_spec(workers.hang, str(marker), kill_grace_seconds=0,
                                                timeout_seconds=SAFETY_TIMEOUT))
-    assert future.started.is_set()
+    future.add_start_callback(started.append)
+    assert future.started.wait(RESULT_WAIT)
+    wait_for(lambda: started == [future], message="the start callback ran")
     process = psutil.Process(future.pid)
     assert future.pid_create_time == process.create_time()
     assert os.getpgid(future.pid) == future.pid  # its own process group
@@ -523,6 +526,7 @@ def test_a_killed_launcher_fails_its_runs_and_is_replaced(executor, tmp_path, su
     future = executor.submit_run(function_spec(workers.spawn_grandchild, (str(pid_file), True),
                                                timeout_seconds=SAFETY_TIMEOUT))
     grandchild = read_pid(pid_file)
+    assert future.started.wait(RESULT_WAIT)
     run_process = psutil.Process(future.pid)
     launcher = executor.launcher_pid
     os.kill(launcher, signal.SIGKILL)
@@ -547,6 +551,7 @@ ORCHESTRATOR_SCRIPT = textwrap.dedent("""
         worker = getattr(workers, sys.argv[2])
         future = executor.submit_run(RunSpec(run_id="1", worker="w", function=worker,
             argument=(sys.argv[1], True), pass_argument=True))
+        future.started.wait(60)
         print(executor.launcher_pid, future.pid, flush=True)
         time.sleep(600)
 """)

@@ -39,20 +39,20 @@ def test_disabled_state_failure_count_and_history_survive_a_restart(path):
     h.finish("bad", "failed", "OSError: disk full")
     h.finish("good")
     assert h.status("bad")["enabled"] is False
-    h.dispatcher.begin_stop()
+    h.begin_stop()
     h.crash()
 
     h2 = boot(path, start=START + timedelta(seconds=15),
               bad={"interval_seconds": 10, "max_retries": 0, "max_consecutive_failures": 2},
               good={"interval_seconds": 10})
     bad = h2.status("bad")
-    assert bad["enabled"] is False and bad["consecutive_failures"] == 2
+    assert bad["enabled"] is False and bad["failures"] == 2
     assert bad["reason"] == "disabled after 2 consecutive failures: OSError: disk full"
     assert bad["last_error"] == "OSError: disk full"
     assert [r.outcome.value for r in h2.history("bad")] == ["failed", "failed"]
     assert h2.status("good")["last_outcome"] == "succeeded"
-    h2.dispatcher.enable("bad")
-    assert h2.status("bad")["consecutive_failures"] == 0
+    h2.enable("bad")
+    assert h2.status("bad")["failures"] == 0
 
 
 def test_no_stampede_interval_resumes_one_interval_after_the_last_start(path):
@@ -130,7 +130,7 @@ def test_runs_left_running_by_a_dead_instance_become_interrupted(path):
     assert record.outcome.value == "interrupted"
     assert record.error == "the orchestrator stopped during attempt 1"
     assert h2.status("process")["last_outcome"] == "interrupted"
-    assert h2.status("process")["consecutive_failures"] == 0  # not the worker's failure
+    assert h2.status("process")["failures"] == 0  # not the worker's failure
     assert h2.running == []  # it resumes one interval after its (interrupted) start
     assert "interrupted" in [e.kind for e in h2.events]
 
@@ -271,8 +271,8 @@ def job_for_state():
 
 def test_calls_before_start_meet_the_saved_state(path):
     h = boot(path, a={"execution_mode": "triggered"}, b={"execution_mode": "triggered"})
-    h.dispatcher.disable("a")
-    h.dispatcher.disable("b")
+    h.disable("a")
+    h.disable("b")
     h.crash()
     orch = WorkerOrchestrator(state_path=path, executor=InlineExecutor())
     orch.register_worker("a", job_for_state, execution_mode="triggered")
@@ -314,7 +314,7 @@ def test_a_disabled_worker_has_no_catch_up_and_no_misses(path):
     options = {"interval_seconds": 60}
     h = boot(path, tick=options)
     h.finish("tick")
-    h.dispatcher.disable("tick")
+    h.disable("tick")
     h.crash()
     h2 = boot(path, start=START + timedelta(seconds=1000), tick=options)
     assert h2.running == [] and h2.status("tick")["missed"] == 0

@@ -91,7 +91,7 @@ def test_builds_every_worker_with_its_options(tmp_path, jobs_module):
     assert process.depends_on == ("fetch",) and process.run_at_start
     assert backup.command == ("tar", "czf", "b.tgz", ".") and backup.cron == "0 3 * * *"
     assert backup.cwd == str(tmp_path / "work") and backup.env == {"A": "1"}
-    assert orch.get_status()["workers"] == ["fetch", "process", "backup"]
+    assert orch.get_status()["worker_names"] == ["fetch", "process", "backup"]
     plan = orch.plan(datetime(2026, 12, 1, tzinfo=timezone.utc), hours=3)
     assert ("backup" in [name for _, name in plan]) and plan[0][1] == "fetch"
 

@@ -137,7 +137,7 @@ def test_cycle_is_named_and_leaves_graph_unchanged(orch):
     assert info.value.cycle == ["c", "a", "b", "c"]
     orch.register_worker("c", job)  # the refused registration left no trace
     orch.start()
-    assert set(orch.get_status()["workers"]) == {"a", "b", "c"}
+    assert set(orch.get_status()["worker_names"]) == {"a", "b", "c"}
 
 
 def test_unknown_names_are_refused_at_start():
@@ -163,8 +163,8 @@ def test_registering_while_running_is_validated_the_same_way(orch):
     with pytest.raises(UnknownWorkerError, match="register 'nobody' first"):
         orch.register_worker("d", job, depends_on=["nobody"])
     orch.register_worker("nobody", job, execution_mode="triggered")
-    assert orch.get_status()["workers"] == ["a", "b", "nobody"]
-    assert orch.get_status()["worker_states"]["b"]["reason"].startswith("runs when a succeeded")
+    assert orch.get_status()["worker_names"] == ["a", "b", "nobody"]
+    assert orch.get_status()["worker_states"]["b"]["reason"].startswith("runs after a succeeds")
 
 
 @pytest.mark.parametrize("fn,match", [

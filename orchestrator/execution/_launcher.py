@@ -90,6 +90,8 @@ EXIT_WAIT_SECONDS = 10.0      # at exit, how long to wait for every run to be go
 SPARES = 2                    # processes forked ahead of time, together, when none is left
 SWEEP_ROUNDS = 200            # orphan sweeps in a row, for a lineage that forks as it dies
 FREE_GROUPS = 4               # emptied cgroups kept for the next spares
+IMPORT_SECONDS = 3.0          # longest import of a worker's module ahead of its next run
+PREPARE_SECONDS = 20.0        # longest import of the main script at start
 _FRAME = wire.FRAME
 _READ_SIZE = 256 * 1024
 _PIPE_SIZE = 256 * 1024       # fewer wake-ups for a run that prints a lot
@@ -632,6 +634,8 @@ class Launcher:
     def _on_message(self, message) -> None:
         if isinstance(message, wire.Run):
             self._start(message)
+        elif isinstance(message, wire.Ping):
+            self._send(wire.Pong(message.number))
         elif isinstance(message, wire.Kill):
             run = self.runs.get(message.job_id)
             if run is not None:
@@ -642,20 +646,28 @@ class Launcher:
         elif isinstance(message, wire.Init):
             self.sample_interval = message.sample_interval
             self.cgroups = message.cgroups
-            self._prepare(message.preparation)
+            problem = self._prepare(message.preparation)
             self.ready = True
+            self._send(wire.Ready(problem))
 
-    def _prepare(self, preparation: dict) -> None:
-        os.environ[wire.IMPORTING_VARIABLE] = "1"  # an unguarded script must not start runs
+    def _prepare(self, preparation: dict) -> str | None:
+        """Load the main script (and sys.path, cwd) as multiprocessing's spawn does; why it
+        could not be, or None."""
+        import multiprocessing.spawn
+
+        problem = None
         try:
-            import multiprocessing.spawn
-            multiprocessing.spawn.prepare(preparation)
-        except BaseException:  # a user script that fails to import; its functions will say so
+            with _ImportDeadline(PREPARE_SECONDS):
+                multiprocessing.spawn.prepare(preparation)
+        except _ImportTimeout:
+            problem = (f"importing the main script took more than {PREPARE_SECONDS:g}s and "
+                       f"was given up; functions defined in it cannot run")
+        except BaseException as error:  # a user script that fails to import
+            problem = f"the main script could not be imported: {_error_line(error)}"
             self._log("warning", "could not prepare the workers' modules:\n"
                       + traceback.format_exc())
-        finally:
-            del os.environ[wire.IMPORTING_VARIABLE]
         _freeze()
+        return problem
 
     # -- starting -----------------------------------------------------------------------------
 
@@ -798,15 +810,19 @@ class Launcher:
         if not missing:
             return
         sys.path[:] = sys_path
-        os.environ[wire.IMPORTING_VARIABLE] = "1"
         imported = False
         for name in missing:
             try:
-                importlib.import_module(name)
+                # A module that takes long to import is left to the runs: the launcher
+                # must keep answering (and keep timing out runs) meanwhile.
+                with _ImportDeadline(IMPORT_SECONDS):
+                    importlib.import_module(name)
                 imported = True
+            except _ImportTimeout:
+                self._log("warning", f"importing {name} took more than {IMPORT_SECONDS:g}s; "
+                                     f"each run imports it itself", once=f"slow {name}")
             except BaseException:  # the run itself reports why it cannot be loaded
                 pass
-        del os.environ[wire.IMPORTING_VARIABLE]
         if imported:
             self._drop_spares()  # forked without these modules: the next ones will have them
             _freeze()
@@ -1250,6 +1266,33 @@ class Launcher:
                                                f"exceeded (rss {rss / 1048576:.0f} MB)")
         return wire.Sample(run.job_id, ticks / _CLOCK_TICKS, rss, run.sampled_peak,
                            len(members), now)
+
+
+class _ImportTimeout(Exception):
+    """An import in the launcher took longer than it may."""
+
+
+class _ImportDeadline:
+    """Interrupt the Python code inside after ``seconds`` (SIGALRM raises in it); while
+    inside, the importing marker is set, so a script that would start an orchestrator when
+    imported fails at once instead."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def __enter__(self):
+        def expire(*_):
+            raise _ImportTimeout()
+
+        os.environ[wire.IMPORTING_VARIABLE] = "1"
+        self.previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc_info):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.previous)
+        os.environ.pop(wire.IMPORTING_VARIABLE, None)
+        return False
 
 
 def _memory_error(run: _Run, oom_kills: int) -> str:

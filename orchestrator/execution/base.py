@@ -20,6 +20,8 @@ import threading
 from datetime import datetime
 from typing import Any, Callable
 
+from loguru import logger
+
 from ..runs import Outcome
 
 
@@ -95,7 +97,9 @@ class RunFuture(concurrent.futures.Future):
     """A future for one attempt that can also be killed.
 
     The result is an :class:`AttemptResult`. :meth:`kill` is idempotent and returns at
-    once; the future completes when the attempt's processes are gone.
+    once; the future completes when the attempt's processes are gone. The start is known
+    later than the submission: :attr:`started` is set (and start callbacks run) once the
+    attempt's process exists, with :attr:`pid` known.
     """
 
     def __init__(self, spec: RunSpec, kill: Callable[["RunFuture", Outcome, bool], None]):
@@ -105,8 +109,11 @@ class RunFuture(concurrent.futures.Future):
         self.pid_create_time: float | None = None  # psutil create_time() of ``pid``
         self.usage: Usage | None = None            # the newest live sample, if sampled
         self.cgroup: str | None = None             # the attempt's cgroup, if it has one
+        self.node: str | None = None               # where it runs, for a cluster executor
+        self.host: str | None = None
         self.started = threading.Event()  # set once user code may have begun (pid known)
         self._kill = kill
+        self._start_callbacks: list[Callable[["RunFuture"], Any]] = []
 
     def kill(self, outcome: Outcome = Outcome.CANCELLED, immediately: bool = False) -> None:
         """End the attempt (SIGTERM, grace, SIGKILL) and record it with ``outcome``.
@@ -115,6 +122,31 @@ class RunFuture(concurrent.futures.Future):
         """
         if not self.done():
             self._kill(self, Outcome(outcome), immediately)
+
+    def add_start_callback(self, callback: Callable[["RunFuture"], Any]) -> None:
+        """Call ``callback(future)`` once the attempt's process has started (at once if it
+        has), from whichever thread learns it. Not called for an attempt that never
+        started."""
+        with self._condition:
+            if not self.started.is_set():
+                self._start_callbacks.append(callback)
+                return
+        callback(self)
+
+    def set_started(self, pid: int | None, pid_create_time: float | None = None, *,
+                    cgroup: str | None = None, node: str | None = None,
+                    host: str | None = None) -> None:
+        """For executors: the attempt's process exists."""
+        with self._condition:
+            self.pid, self.pid_create_time, self.cgroup = pid, pid_create_time, cgroup
+            self.node, self.host = node, host
+            self.started.set()
+            callbacks, self._start_callbacks = self._start_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                logger.exception("start callback {!r} failed", callback)
 
 
 class RunExecutor(concurrent.futures.Executor, abc.ABC):
@@ -136,7 +168,8 @@ class RunExecutor(concurrent.futures.Executor, abc.ABC):
 
     @abc.abstractmethod
     def submit_run(self, spec: RunSpec) -> RunFuture:
-        """Start one attempt now and return its future."""
+        """Start one attempt and return its future at once, without waiting for the start
+        (the caller may be a thread that must never wait on anything outside it)."""
 
     def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
         outer: concurrent.futures.Future = concurrent.futures.Future()

@@ -36,8 +36,7 @@ class InlineExecutor(RunExecutor):
     def submit_run(self, spec: RunSpec) -> RunFuture:
         future = RunFuture(spec, self._kill)
         future.set_running_or_notify_cancel()
-        future.pid = next(self._pids)
-        future.started.set()
+        future.set_started(next(self._pids))
         started = self._now()
         if self.deferred:
             with self._lock:

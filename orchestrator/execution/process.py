@@ -51,6 +51,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import types
 import weakref
 from datetime import datetime, timezone
@@ -75,9 +76,19 @@ TOKEN_PLACEHOLDER = "-" * 48
 """The launcher's environment holds the run token variable with this value: a function run
 writes its own token over it, where ``/proc/PID/environ`` shows it (see ``_launcher``)."""
 
-START_WAIT_SECONDS = 60.0
-"""How long ``submit_run`` waits for the launcher to start a run before giving it up for
-hung: the launcher is then killed (its runs die with it) and replaced."""
+HEARTBEAT_SECONDS = 1.0
+"""While a launcher has work, it is pinged this often if it has said nothing meanwhile."""
+
+SUSPECT_SECONDS = 2.5
+"""A launcher silent this long gets no new runs (a new launcher takes them), and the
+timeouts of its runs are enforced by the orchestrator itself."""
+
+SILENT_SECONDS = 10.0
+"""A launcher silent this long (stopped, or stuck) is killed; its runs end ``crashed``."""
+
+PREPARE_SECONDS = 30.0
+"""How long a new launcher may take to import the main script before it counts as stuck
+(it gives up itself after 20 s)."""
 
 LAUNCHER_EXIT_SECONDS = 15.0
 """How long a launcher that closed its socket may take to exit before it is SIGKILLed."""
@@ -161,10 +172,11 @@ class ProcessExecutor(RunExecutor):
             self._current_link()
 
     def submit_run(self, spec: RunSpec) -> RunFuture:
-        """Start one attempt now and return its future, once its process has started.
+        """Start one attempt and return its future at once; ``future.started`` is set (and
+        its start callbacks run) when the launcher reports the process started.
 
         A run that cannot start (a command not found, a bad ``cwd``, a function or argument
-        that cannot be pickled) completes its future at once with ``FAILED``.
+        that cannot be pickled) completes its future with ``FAILED``.
 
         :raises RuntimeError: after :meth:`shutdown`.
         """
@@ -182,19 +194,13 @@ class ProcessExecutor(RunExecutor):
         except _CannotStart as exc:
             future.set_result(_not_started(str(exc)))
             return future
-        run = _Run(job_id, future, token)
+        run = _Run(job_id, future, token, spec)
         with self._lock:
             self._refuse_if_shut_down()
             link = self._current_link()
             link.runs[job_id] = run
             self._futures[future] = (link, job_id)
             link.send(message)
-        if threading.current_thread() is not link.thread:  # else it cannot answer us now
-            if not run.start_known.wait(START_WAIT_SECONDS):
-                logger.error("launcher {} did not start run {} of {} within {}s; killing it",
-                             link.process.pid, spec.run_id, spec.worker, START_WAIT_SECONDS)
-                link.kill_launcher()
-                run.start_known.wait()
         return future
 
     def kill_all(self, outcome: Outcome = Outcome.CANCELLED) -> None:
@@ -236,6 +242,8 @@ class ProcessExecutor(RunExecutor):
 
     def _current_link(self) -> "_LauncherLink":
         """The launcher new runs go to, started if none serves (with the lock held)."""
+        if self._link is not None and self._link.suspect:
+            self._link = None  # silent: a new launcher takes the new runs
         if self._link is None:
             if self._cgroups is not None and not self._scavenged:
                 self._scavenged = True
@@ -269,13 +277,14 @@ class ProcessExecutor(RunExecutor):
             run = link.runs.get(message.job_id)
             if run is not None:
                 run.started_at = datetime.fromtimestamp(message.started_epoch, timezone.utc)
-                run.future.pid = message.pid
-                run.future.cgroup = message.cgroup
-                if message.start_ticks is not None:
-                    run.future.pid_create_time = (message.start_ticks / _CLOCK_TICKS
-                                                  + psutil.boot_time())
-                run.future.started.set()
-                run.start_known.set()
+                run.started_monotonic = time.monotonic()
+                created = None if message.start_ticks is None else \
+                    message.start_ticks / _CLOCK_TICKS + psutil.boot_time()
+                run.future.set_started(message.pid, created, cgroup=message.cgroup)
+        elif isinstance(message, wire.Ready):
+            link.ready = True
+            if message.problem:
+                logger.error("launcher {}: {}", link.process.pid, message.problem)
         elif isinstance(message, wire.StartFailed):
             self._complete(link, message.job_id, _not_started(message.message))
         elif isinstance(message, wire.Finished):
@@ -294,8 +303,31 @@ class ProcessExecutor(RunExecutor):
             self._futures.pop(run.future, None)
             if self._shutdown and not link.runs:
                 link.close()
-        run.start_known.set()
         run.future.set_result(result)  # callbacks run here, with no lock held
+
+    def _time_out_overdue(self, link: "_LauncherLink") -> None:
+        """The launcher of these runs is not answering: kill those past their timeout (and
+        grace) from here, by cgroup or process group, and record them ``timed_out``."""
+        now = time.monotonic()
+        with self._lock:
+            overdue = [run for run in link.runs.values()
+                       if run.started_monotonic is not None and run.overdue_after is not None
+                       and now - run.started_monotonic >= run.overdue_after]
+            for run in overdue:
+                link.runs.pop(run.job_id, None)
+                self._futures.pop(run.future, None)
+        v2 = link.plan is not None and link.plan.roles["kill"] == "unified"
+        for run in overdue:
+            _kill_directly(run.future, v2)
+            timeout = run.future.spec.timeout_seconds
+            logger.error("run {} of {}: killed by the orchestrator at its timeout, its launcher "
+                         "{} not answering", run.future.spec.run_id, run.future.spec.worker,
+                         link.process.pid)
+            ended = datetime.now(timezone.utc)
+            run.future.set_result(AttemptResult(
+                outcome=Outcome.TIMED_OUT, started_at=run.started_at or ended, ended_at=ended,
+                pid=run.future.pid, error=f"timed out after {timeout:g}s (killed by the "
+                                          f"orchestrator: the launcher was not answering)"))
 
     def _on_launcher_gone(self, link: "_LauncherLink") -> None:
         """The launcher's socket closed: reap it; if it died, fail and clean up its runs."""
@@ -330,7 +362,6 @@ class ProcessExecutor(RunExecutor):
         if runs or not link.closing:
             now = datetime.now(timezone.utc)
             for run in runs:
-                run.start_known.set()
                 run.future.set_result(AttemptResult(
                     outcome=Outcome.CRASHED, started_at=run.started_at or now, ended_at=now,
                     pid=run.future.pid, error=error))
@@ -342,12 +373,15 @@ class ProcessExecutor(RunExecutor):
 class _Run:
     """An attempt sent to a launcher; its ``runs`` entry is guarded by the executor lock."""
 
-    def __init__(self, job_id: int, future: RunFuture, token: str):
+    def __init__(self, job_id: int, future: RunFuture, token: str, spec: RunSpec):
         self.job_id = job_id
         self.future = future
         self.token = token
-        self.start_known = threading.Event()  # started, failed to start, or lost
         self.started_at: datetime | None = None
+        self.started_monotonic: float | None = None
+        # when the orchestrator kills it itself, should its launcher not answer
+        self.overdue_after = None if spec.timeout_seconds is None else \
+            spec.timeout_seconds + spec.kill_grace_seconds + SUSPECT_SECONDS
 
 
 class _LauncherLink:
@@ -357,6 +391,10 @@ class _LauncherLink:
         self.executor = executor
         self.runs: dict[int, _Run] = {}   # job id -> run in progress (executor lock)
         self.closing = False              # we closed our side on purpose
+        self.ready = False                # the launcher has prepared; see wire.Ready
+        self.suspect = False              # silent for SUSPECT_SECONDS: gets no new runs
+        self.heard_at = time.monotonic()  # when it last said anything (reader thread)
+        self.pings = itertools.count(1)
         self.plan: cgroups.Plan | None = None  # its cgroup home, if any
         self._send_lock = threading.Lock()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -416,15 +454,22 @@ class _LauncherLink:
             return self.process.wait()
 
     def _read(self) -> None:
+        """Read the launcher's messages; between them, watch that it still answers."""
         buffer = bytearray()
+        self.sock.settimeout(HEARTBEAT_SECONDS)
         try:
             while True:
                 try:
                     chunk = self.sock.recv(1 << 20)
+                except TimeoutError:
+                    self._watch()
+                    continue
                 except OSError:
                     break
                 if not chunk:
                     break
+                self.heard_at = time.monotonic()
+                self.suspect = False
                 buffer += chunk
                 offset = 0
                 while len(buffer) - offset >= _FRAME.size:
@@ -440,11 +485,33 @@ class _LauncherLink:
                         logger.exception("could not handle {} from launcher {}",
                                          type(message).__name__, self.process.pid)
                 del buffer[:offset]
+                if time.monotonic() - self.heard_at >= HEARTBEAT_SECONDS:
+                    self._watch()
         finally:
             try:
                 self.executor._on_launcher_gone(self)
             finally:
                 self.sock.close()
+
+    def _watch(self) -> None:
+        """No word from the launcher for a while: ping it if it has work; past the
+        deadlines, stop giving it runs, time its runs out from here, and kill it."""
+        silent = time.monotonic() - self.heard_at
+        if not self.runs and self.ready or self.closing and not self.runs:
+            return  # nothing it owes an answer for
+        deadline = SILENT_SECONDS if self.ready else PREPARE_SECONDS
+        if silent >= deadline:
+            logger.error("launcher {} has not answered for {:.0f}s; killing it (its runs end "
+                         "crashed)", self.process.pid, silent)
+            self.kill_launcher()
+            return
+        if silent >= SUSPECT_SECONDS and self.ready and not self.suspect:
+            self.suspect = True
+            logger.warning("launcher {} has not answered for {:.1f}s; new runs go to a new "
+                           "launcher", self.process.pid, silent)
+        if self.suspect:
+            self.executor._time_out_overdue(self)
+        self.send(wire.Ping(next(self.pings)))
 
 
 class _CannotStart(Exception):
@@ -657,6 +724,24 @@ def _kill_processes_of(runs: list[_Run]) -> None:
                 process.kill()
         except (psutil.Error, OSError):
             pass
+
+
+def _kill_directly(future: RunFuture, v2: bool) -> None:
+    """SIGKILL an attempt without its launcher: its cgroup (``v2``: a cgroup v2 one, else
+    a v1 freezer), or its process group (the pid is still reserved: the launcher, its
+    parent, has not reaped it)."""
+    if future.cgroup is not None:
+        try:
+            cgroups.kill_cgroup(future.cgroup, v2)
+            return
+        except OSError as error:
+            logger.error("cannot kill cgroup {}: {}", future.cgroup, error)
+    if future.pid is not None:
+        for kill, target in ((os.killpg, future.pid), (os.kill, future.pid)):
+            try:
+                kill(target, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def _not_started(error: str, at: datetime | None = None) -> AttemptResult:

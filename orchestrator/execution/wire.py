@@ -5,8 +5,8 @@ launcher (which never imports the package) by path. Only the standard library is
 
 ::
 
-    orchestrator  --Init, Run, Kill, KillAll-->                launcher
-    orchestrator  <--Started, StartFailed, Usage, Finished, Log--  launcher
+    orchestrator  --Init, Run, Kill, KillAll, Ping-->                        launcher
+    orchestrator  <--Ready, Started, StartFailed, Usage, Finished, Pong, Log--  launcher
     launcher      --FunctionJob | CommandJob-->                run process (one frame)
     launcher      <--Returned | Raised--                       run process (one frame)
 
@@ -92,6 +92,12 @@ class KillAll(NamedTuple):
     error: str
 
 
+class Ping(NamedTuple):
+    """Sent while the launcher has work; it answers with a Pong at once."""
+
+    number: int
+
+
 # -- launcher -> orchestrator --------------------------------------------------------------------
 
 class Started(NamedTuple):
@@ -142,6 +148,16 @@ class Finished(NamedTuple):
     ending: Ending
 
 
+class Pong(NamedTuple):
+    number: int
+
+
+class Ready(NamedTuple):
+    """The launcher has prepared (imported the main script) and serves runs."""
+
+    problem: str | None           # why the main script could not be loaded, if it could not
+
+
 class Log(NamedTuple):
     """A line for the orchestrator's log (the launcher has none of its own)."""
 
@@ -179,8 +195,8 @@ class Raised(NamedTuple):
 
 
 MESSAGES = {kind.__name__: kind for kind in (
-    CgroupPlan, Init, Limits, Run, Kill, KillAll, Started, StartFailed, Sample, Usage, Ending,
-    Finished, Log, FunctionJob, CommandJob, Returned, Raised)}
+    CgroupPlan, Init, Limits, Run, Kill, KillAll, Ping, Pong, Ready, Started, StartFailed,
+    Sample, Usage, Ending, Finished, Log, FunctionJob, CommandJob, Returned, Raised)}
 
 
 def encode(message: tuple) -> bytes:
