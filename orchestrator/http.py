@@ -1,21 +1,25 @@
 """The HTTP status server: status and history as JSON, Prometheus metrics, a dashboard, and
-token-guarded control routes.
+token-guarded control routes, as a WSGI application served by waitress.
 
 ::
 
-    client --> ThreadingHTTPServer (one thread per connection, "orchestrator-http")
+    client --> waitress: one asyncore thread reads every connection; complete requests go to
+                 a fixed pool of threads (THREADS) that call the application
                  |
                  +-- GET  /            dashboard.html (fetches /status and /runs itself)
-                 +-- GET  /status      orchestrator.get_status()
+                 +-- GET  /status      orchestrator.get_status() (a published snapshot)
                  +-- GET  /runs        orchestrator.history(worker, limit)
                  +-- GET  /metrics     metrics.OrchestratorCollector (one snapshot per scrape)
                  +-- POST /workers/NAME/trigger|enable|disable   (Authorization: Bearer)
 
-Handlers call only the orchestrator's public, quick methods; they never wait on a run. A
-connection that sends nothing for ``request_timeout`` seconds is closed, and :meth:`stop`
-closes the ones still open, so no thread outlives the server. A server bound to a loopback
-address answers only requests whose ``Host`` is a loopback name or address, so a web page
-cannot reach it by pointing a DNS name at 127.0.0.1 (DNS rebinding).
+Hostile clients cost little: a connection that has not finished sending its request within
+``request_timeout`` seconds of its first byte is closed, however it trickles (a deadline for
+the whole request, not per read); at most MAX_CONNECTIONS are open, and a new one closes the
+idlest connection not being answered instead of waiting. Slow clients hold no thread, so
+``/status`` answers while hundreds trickle. A server bound to a loopback address answers only
+requests whose ``Host`` is a loopback name or address, so a web page cannot reach it by
+pointing a DNS name at 127.0.0.1 (DNS rebinding). Handlers call only the orchestrator's
+public, quick methods; they never wait on a run.
 """
 
 from __future__ import annotations
@@ -27,14 +31,19 @@ import hmac
 import http.client
 import ipaddress
 import json
+import logging
+import math
 import re
 import socket
-import socketserver
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 from importlib import resources
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import waitress.channel
+import waitress.server
+import waitress.task
+import waitress.wasyncore
 from loguru import logger
 from prometheus_client.exposition import choose_encoder
 
@@ -43,16 +52,22 @@ from .metrics import RunTally, build_registry
 
 #: Largest request body accepted; larger ones get 413.
 MAX_BODY_BYTES = 64 * 1024
-#: Most connections served at once; more are answered 503 and closed.
+#: Longest request target (path and query); longer ones get 414.
+MAX_TARGET_BYTES = 8 * 1024
+#: Most connections open at once; a new one closes the idlest that is not being answered.
 MAX_CONNECTIONS = 64
-#: Seconds a connection may stay silent before the server closes it.
+#: Seconds a client has to send a whole request, from its first byte (or to send a next
+#: one on an idle connection).
 REQUEST_TIMEOUT_SECONDS = 10.0
+#: Threads that answer complete requests.
+THREADS = 4
 #: ``GET /runs`` limits.
 DEFAULT_RUNS_LIMIT = 50
 MAX_RUNS_LIMIT = 1000
 
 _ACTIONS = ("trigger", "enable", "disable")
 _OUTPUT_FIELDS = ("stdout_tail", "stderr_tail", "traceback")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 
 
 class StatusServer:
@@ -63,8 +78,8 @@ class StatusServer:
     :param host: address to listen on; ``"::1"`` and other IPv6 literals work too.
     :param port: TCP port; 0 picks a free one (see :attr:`url`).
     :param token: bearer token for the ``POST`` control routes; ``None`` turns them off.
-    :param request_timeout: seconds a connection may stay silent before it is closed
-        (default :data:`REQUEST_TIMEOUT_SECONDS`).
+    :param request_timeout: seconds a client has for a whole request (default
+        :data:`REQUEST_TIMEOUT_SECONDS`).
     :raises OSError: if the address cannot be bound (in use, not local, no permission).
     """
 
@@ -74,34 +89,46 @@ class StatusServer:
         self._token = token.encode("utf-8") if token else None
         self._tally = RunTally()
         self.registry = build_registry(orchestrator, self._tally)
-        self._httpd = _Server((host, port), self,
-                              request_timeout or REQUEST_TIMEOUT_SECONDS)
+        timeout = request_timeout or REQUEST_TIMEOUT_SECONDS
+        # waitress takes whole seconds: its loop wakes each second to look at deadlines
+        self._server = _Server(
+            self._application, timeout, MAX_CONNECTIONS, host=host, port=port,
+            dispatcher=_IdlePool(),
+            connection_limit=1 << 30,  # never refuse; the cap is kept in handle_accept
+            channel_timeout=max(1, math.ceil(timeout)), cleanup_interval=1,
+            asyncore_loop_timeout=1,
+            max_request_body_size=MAX_BODY_BYTES,
+            max_request_header_size=MAX_TARGET_BYTES + 64 * 1024,
+            expose_tracebacks=False, ident="orchestrator", clear_untrusted_proxy_headers=False,
+            log_socket_errors=False)
         self._thread: threading.Thread | None = None
         self._stopped = False
         orchestrator.add_listener(self._tally.on_event)
         shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{self._httpd.server_address[1]}"
+        self.url = f"http://{shown}:{self._server.effective_port}"
         self._loopback_only = _is_loopback(host)
 
     def start(self) -> None:
         """Serve on a background thread; a second call does nothing."""
         if self._thread is not None or self._stopped:
             return
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.2},
-                                        name="orchestrator-http", daemon=True)
+        self._server.task_dispatcher.set_thread_count(THREADS)
+        self._thread = threading.Thread(target=self._server.run, name="orchestrator-http",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving, close open connections and the socket; harmless twice."""
+        """Stop serving, close every connection and the socket; harmless twice."""
         if self._stopped:
             return
         self._stopped = True
         if self._thread is not None:
-            self._httpd.shutdown()
+            self._server.trigger.pull_trigger(self._server.close_everything)
             self._thread.join()
-        self._httpd.close_connections()
-        self._httpd.server_close()  # joins the connection threads
+        else:
+            self._server.close_everything()
+            self._server.trigger.close()
+        self._server.task_dispatcher.shutdown(timeout=5)
         try:
             self.orchestrator.remove_listener(self._tally.on_event)
         except ValueError:
@@ -135,172 +162,75 @@ class StatusServer:
             return 403, "wrong token"
         return None
 
+    # -- the application --------------------------------------------------------------------
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = True  # server_close() joins the connection threads
-    request_queue_size = 32
-
-    def __init__(self, address: tuple[str, int], status_server: StatusServer,
-                 request_timeout: float):
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.status_server = status_server
-        self.request_timeout = request_timeout
-        self._open: set[socket.socket] = set()   # guarded by _open_lock
-        self._open_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind asks DNS for the host's full name, which can hang; the
-        # name is not needed.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-    def process_request(self, request, client_address) -> None:
-        with self._open_lock:
-            crowded = len(self._open) >= MAX_CONNECTIONS
-            if not crowded:
-                self._open.add(request)
-        if crowded:
-            body = _json_bytes({"error": "too many connections; try again"})
-            try:
-                request.setblocking(False)
-                request.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: "
-                             b"application/json\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Wake the threads of connections still open (a stalled client) so they end."""
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def handle_error(self, request, client_address) -> None:
-        logger.opt(exception=True).debug("http: connection from {} failed", client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "orchestrator"
-    sys_version = ""
-    error_content_type = "application/json"
-
-    def setup(self) -> None:
-        self.timeout = self.server.request_timeout
-        super().setup()
-
-    # -- methods --------------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_HEAD(self) -> None:
-        self._dispatch("HEAD")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def do_OPTIONS(self) -> None:
-        self._dispatch("OPTIONS")
-
-    # -- routing --------------------------------------------------------------------------
-
-    def _dispatch(self, method: str) -> None:
+    def _application(self, environ, start_response):
+        request = _Request(self, environ)
         try:
-            if not self._read_body():
-                return
-            problem = self.server.status_server.check_host(self.headers.get("Host"))
-            if problem is not None:
-                self._send_error(403, problem)
-                return
-            parts = urlsplit(self.path)
-            path = parts.path
-            self._query = parts.query
-            route, allowed, args = _route(path)
-            if route is None:
-                self._send_error(404, f"no route {path}; try /, /status, /runs or /metrics")
-                return
-            if method not in allowed and not (method == "HEAD" and "GET" in allowed):
-                self._send_error(405, f"{method} is not allowed on {path}; use "
-                                      f"{' or '.join(allowed)}",
-                                 headers={"Allow": ", ".join(allowed)})
-                return
-            getattr(self, route)(*args)
-        except UnknownWorkerError as error:
-            self._send_error(404, str(error))
-        except ConfigError as error:
-            self._send_error(400, str(error))
-        except OrchestratorError as error:
-            self._send_error(409, str(error))
-        except OSError:
-            raise  # the client went away; nothing to answer
+            status, body, content_type, headers = request.answer()
         except Exception:
-            logger.exception("http: {} {} failed", method, self.path)
-            self._send_error(500, "internal error; see the orchestrator's log")
+            logger.exception("http: {} {} failed", request.method, request.target)
+            status, body, content_type, headers = _error(500, "internal error; see the "
+                                                              "orchestrator's log")
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                   ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+                   *headers.items()]
+        start_response(f"{status} {http.client.responses.get(status, 'Error')}", headers)
+        return [] if request.method == "HEAD" else [body]
 
-    def _read_body(self) -> bool:
-        """Read and discard the request body; False (answered) if it is not acceptable."""
-        if self.headers.get("Transfer-Encoding"):
-            self._send_error(411, "send a Content-Length, not Transfer-Encoding")
-            return False
-        length = self.headers.get("Content-Length")
-        if length is None:
-            return True
-        if not re.fullmatch(r"\s*[0-9]{1,18}\s*", length):
-            self._send_error(400, f"bad Content-Length {length!r}")
-            return False
-        size = int(length)
-        if size > MAX_BODY_BYTES:
-            self._send_error(413, f"request body of {size} bytes is over the limit of "
-                                  f"{MAX_BODY_BYTES} bytes")
-            return False
-        while size > 0:
-            chunk = self.rfile.read(min(size, 16384))
-            if not chunk:
-                break
-            size -= len(chunk)
-        return True
+
+class _Request:
+    """One request: routing and the handlers, as a WSGI application sees it."""
+
+    def __init__(self, server: StatusServer, environ: dict):
+        self.server = server
+        self.environ = environ
+        self.method = environ.get("REQUEST_METHOD", "GET")
+        self.path = environ.get("PATH_INFO", "") or "/"
+        self.query = environ.get("QUERY_STRING", "")
+        self.target = environ.get("REQUEST_URI") or self.path
+
+    def answer(self) -> tuple[int, bytes, str, dict]:
+        if self.method not in _METHODS:
+            return _error(501, f"{self.method[:20]} is not a method this server knows")
+        if len(self.path) + len(self.query) > MAX_TARGET_BYTES:
+            return _error(414, f"the request target is longer than {MAX_TARGET_BYTES} bytes")
+        if self.environ.get("HTTP_TRANSFER_ENCODING"):
+            return _error(411, "send a Content-Length, not Transfer-Encoding")
+        problem = self.server.check_host(self.environ.get("HTTP_HOST"))
+        if problem is not None:
+            return _error(403, problem)
+        route, allowed, args = _route(self.path)
+        if route is None:
+            return _error(404, f"no route {self.path}; try /, /status, /runs or /metrics")
+        if self.method not in allowed and not (self.method == "HEAD" and "GET" in allowed):
+            return _error(405, f"{self.method} is not allowed on {self.path}; use "
+                               f"{' or '.join(allowed)}", {"Allow": ", ".join(allowed)})
+        try:
+            return getattr(self, route)(*args)
+        except UnknownWorkerError as error:
+            return _error(404, str(error))
+        except ConfigError as error:
+            return _error(400, str(error))
+        except OrchestratorError as error:
+            return _error(409, str(error))
 
     # -- routes ---------------------------------------------------------------------------
 
-    def _page(self) -> None:
+    def _page(self):
         page, policy = _page()
-        self._send(200, page, "text/html; charset=utf-8", {"Content-Security-Policy": policy})
+        return 200, page, "text/html; charset=utf-8", {"Content-Security-Policy": policy}
 
-    def _status(self) -> None:
-        self._send_json(200, self.server.status_server.orchestrator.get_status())
+    def _status(self):
+        return _json(200, self.server.orchestrator.get_status())
 
-    def _runs(self) -> None:
+    def _runs(self):
         query = self._parse_query({"worker", "limit", "output"})
         limit = _whole_number(query.get("limit"), "limit", DEFAULT_RUNS_LIMIT, 1,
                               MAX_RUNS_LIMIT)
         output = _flag(query.get("output"), "output", True)
         worker = query.get("worker") or None
-        records = self.server.status_server.orchestrator.history(worker, limit)
+        records = self.server.orchestrator.history(worker, limit)
         runs = []
         for record in records:
             data = record.as_dict()
@@ -308,20 +238,19 @@ class _Handler(BaseHTTPRequestHandler):
                 for field in _OUTPUT_FIELDS:
                     data.pop(field, None)
             runs.append(data)
-        self._send_json(200, runs)
+        return _json(200, runs)
 
-    def _metrics(self) -> None:
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        self._send(200, encoder(self.server.status_server.registry), content_type)
+    def _metrics(self):
+        encoder, content_type = choose_encoder(self.environ.get("HTTP_ACCEPT", ""))
+        return 200, encoder(self.server.registry), content_type, {}
 
-    def _control(self, name: str, action: str) -> None:
-        server = self.server.status_server
-        refusal = server.authorize(self.headers.get("Authorization"))
+    def _control(self, name: str, action: str):
+        server = self.server
+        refusal = server.authorize(self.environ.get("HTTP_AUTHORIZATION"))
         if refusal is not None:
             code, message = refusal
-            self._send_error(code, message, headers={"WWW-Authenticate": "Bearer"}
-                             if code == 401 else None)
-            return
+            return _error(code, message, {"WWW-Authenticate": "Bearer"} if code == 401
+                          else None)
         orchestrator = server.orchestrator
         query = self._parse_query({"stop"} if action == "disable" else set())
         if action == "trigger":
@@ -336,14 +265,12 @@ class _Handler(BaseHTTPRequestHandler):
             stop = _flag(query.get("stop"), "stop", False)
             orchestrator.disable_worker(name, stop=stop)
             body = {"worker": name, "action": action, "enabled": False, "stop": stop}
-        logger.info("http: {} {} by {}", action, name, self.client_address[0])
-        self._send_json(200, body)
-
-    # -- helpers --------------------------------------------------------------------------
+        logger.info("http: {} {} by {}", action, name, self.environ.get("REMOTE_ADDR"))
+        return _json(200, body)
 
     def _parse_query(self, known: set[str]) -> dict[str, str]:
         try:
-            pairs = parse_qs(self._query, keep_blank_values=True, strict_parsing=False,
+            pairs = parse_qs(self.query, keep_blank_values=True, strict_parsing=False,
                              max_num_fields=20)
         except ValueError as error:
             raise ConfigError(f"bad query string: {error}") from None
@@ -356,47 +283,127 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ConfigError(f"query parameter {key!r} given {len(values)} times")
         return {key: values[0] for key, values in pairs.items()}
 
-    def _send_json(self, code: int, data) -> None:
-        self._send(code, _json_bytes(data), "application/json")
 
-    def _send_error(self, code: int, message: str, headers: dict | None = None) -> None:
-        self.close_connection = True
-        self._send(code, _json_bytes({"error": message, "status": code}), "application/json",
-                   headers)
+# -- waitress, with a deadline per request and room made at the connection cap --------------
 
-    def _send(self, code: int, body: bytes, content_type: str,
-              headers: dict | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+class _Channel(waitress.channel.HTTPChannel):
+    """A connection that remembers when its request in progress began."""
 
-    def send_error(self, code: int, message: str | None = None,
-                   explain: str | None = None) -> None:
-        """Errors found by the base class (bad request line, header too large, unknown
-        method) as a JSON body like every other error."""
-        short, _ = self.responses.get(code, ("error", ""))
-        self.log_error("code %d, message %s", code, message)
-        self.close_connection = True
-        if self.request_version == "HTTP/0.9":  # a garbled request line: answer in 1.0
-            self.request_version = "HTTP/1.0"
-        body = _json_bytes({"error": message or short, "status": code})
-        self.send_response(code, message)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
-            self.wfile.write(body)
+    request_began = 0.0
 
-    def log_message(self, format: str, *args) -> None:
-        logger.debug("http: {} {}", self.address_string(), format % args)
+    def received(self, data):
+        if data and self.request is None:
+            self.request_began = time.monotonic()
+        return super().received(data)
+
+
+class _JsonErrorTask(waitress.task.ErrorTask):
+    """waitress's own refusals (a malformed request, a body over the limit) as JSON, like
+    every other error of this server."""
+
+    def execute(self):
+        error = self.request.error
+        message = {413: f"request body is over the limit of {MAX_BODY_BYTES} bytes",
+                   431: "request headers are too large"}.get(
+            error.code, f"{error.reason}: {error.body}".strip(": "))
+        body = _json_bytes({"error": message, "status": error.code})
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _Task(waitress.task.WSGITask):
+    """An answer of the application; after an error the connection is closed, as a client
+    that erred may not be worth keeping."""
+
+    def build_response_header(self):
+        if self.status[:1] in ("4", "5"):
+            self.set_close_on_finish()
+        return super().build_response_header()
+
+
+_Channel.error_task_class = _JsonErrorTask
+_Channel.task_class = _Task
+
+
+class _IdlePool(waitress.task.ThreadedTaskDispatcher):
+    """waitress's thread pool, with no thread until the server starts serving."""
+
+
+class _Server(waitress.server.TcpWSGIServer):
+    channel_class = _Channel
+
+    def __init__(self, application, request_timeout: float, max_connections: int,
+                 **settings):
+        # waitress logs through logging; the orchestrator's log is loguru, and a failed
+        # connection is a debug matter
+        logging.getLogger("waitress").setLevel(logging.ERROR)
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        super().__init__(application, **settings)
+
+    def maintenance(self, now):
+        """Close idle connections (waitress's own rule) and those whose request has not
+        arrived whole within the deadline, however slowly it trickles."""
+        super().maintenance(now)
+        deadline = time.monotonic() - self.request_timeout
+        for channel in list(self.active_channels.values()):
+            if channel.request is not None and not channel.requests \
+                    and channel.request_began < deadline:
+                logger.debug("http: closing {}: no whole request within {}s", channel.addr,
+                             self.request_timeout)
+                channel.will_close = True  # closed by the loop, as waitress does its own
+
+    def handle_accept(self):
+        """Take every new connection; over the cap, close the idlest one that is not being
+        answered (never the new one), so a crowd of silent clients cannot lock others out."""
+        known = set(self.active_channels)
+        super().handle_accept()
+        newest = set(self.active_channels) - known
+        open_now = [channel for channel in self.active_channels.values() if not channel.will_close]
+        if len(open_now) > self.max_connections:
+            idle = [channel for fd, channel in self.active_channels.items()
+                    if fd not in newest and not channel.requests and not channel.will_close]
+            if idle:
+                channel = min(idle, key=lambda channel: channel.last_activity)
+                logger.debug("http: {} connections open; closing the idlest, {}",
+                             len(open_now), channel.addr)
+                channel.will_close = True
+
+    stopping = False
+
+    def run(self):
+        """waitress's loop, one poll at a time, until :meth:`close_everything`."""
+        try:
+            while not self.stopping and self._map:
+                self.asyncore.loop(timeout=self.adj.asyncore_loop_timeout, map=self._map,
+                                   use_poll=self.adj.asyncore_use_poll, count=1)
+        finally:
+            for dispatcher in list(self._map.values()):
+                try:
+                    dispatcher.close()
+                except OSError:
+                    pass
+
+    def close_everything(self) -> None:
+        """Close every connection and the listener; the loop then ends (run in the loop's
+        thread, through the trigger, or before it ever ran)."""
+        self.stopping = True
+        for channel in list(self.active_channels.values()):
+            channel.handle_close()
+        self.accepting = False
+        waitress.wasyncore.dispatcher.close(self)
+
+
+def _error(code: int, message: str, headers: dict | None = None):
+    body = _json_bytes({"error": message, "status": code})
+    return code, body, "application/json", dict(headers or {})
+
+
+def _json(code: int, data):
+    return code, _json_bytes(data), "application/json", {}
 
 
 def _is_loopback(host: str) -> bool:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import tomllib
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -211,9 +212,14 @@ def test_plan_naive_start_is_the_orchestrator_zone_and_json(tmp_path):
 
 def test_plan_default_start_is_now(tmp_path):
     write(tmp_path, PLAN_FILE)
+    before = datetime.now(timezone.utc).replace(microsecond=0)
     result = orchestrator("plan", "jobs.toml", "--hours", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert [line.split()[1] for line in result.stdout.splitlines()][:2] == ["tick", "tick"]
+    ticks = [datetime.fromisoformat(line.split()[0]) for line in result.stdout.splitlines()
+             if line.split()[1] == "tick"]
+    assert len(ticks) == 2  # an interval worker not yet started is anchored at the start
+    assert before <= ticks[0] <= before + timedelta(seconds=30)
+    assert ticks[1] - ticks[0] == timedelta(minutes=30)
 
 
 # -- from-crontab -----------------------------------------------------------------------------
