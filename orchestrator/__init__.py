@@ -10,7 +10,7 @@ from loguru import logger as _logger
 from .config import JobPriority, OverlapPolicy, WorkerConfig, WorkerExecutionMode
 from .core import WorkerOrchestrator
 from .errors import (ConfigError, ContainmentError, DependencyCycleError, NotRunningError,
-                     OrchestratorError, RunError, UnknownWorkerError)
+                     OrchestratorError, UnknownWorkerError)
 from .events import RunEvent
 from .runs import Cause, Outcome, RunRecord
 from .state import StateError
@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Cause", "ConfigError", "ContainmentError", "DependencyCycleError", "JobPriority", "NotRunningError",
-    "OrchestratorError", "Outcome", "OverlapPolicy", "RunError", "RunEvent", "RunRecord",
+    "OrchestratorError", "Outcome", "OverlapPolicy", "RunEvent", "RunRecord",
     "StateError", "UnknownWorkerError", "WorkerConfig", "WorkerExecutionMode",
     "WorkerOrchestrator",
 ]

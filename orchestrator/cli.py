@@ -127,6 +127,9 @@ def _run(arguments) -> int:
     logger.add(sys.stderr, level="INFO", format=LOG_FORMAT, backtrace=False, diagnose=False)
     logger.enable("orchestrator")
     orchestrator.run_forever()
+    if orchestrator.failure is not None:  # it stopped on its own
+        print(f"{PROGRAM}: stopped: {orchestrator.failure}", file=sys.stderr)
+        return 1
     return 0
 
 

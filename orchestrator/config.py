@@ -26,6 +26,8 @@ from typing import Any, Callable
 from .errors import ConfigError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+#: Longest worker name (it is a file name, a URL path segment and a metric label).
+MAX_NAME_LENGTH = 200
 #: Shortest interval: APScheduler's interval trigger has microsecond resolution and turns 0
 #: into 1 s, so anything near it would silently run at another rate.
 MIN_INTERVAL_SECONDS = 0.001
@@ -39,6 +41,10 @@ MAX_PIDS_LIMIT = 4 * 1024 * 1024
 MAX_CPU_LIMIT = 4096
 #: Most memory ``memory_limit_mb`` may name (a pebibyte, in MiB).
 MAX_MEMORY_LIMIT_MB = 1024 ** 3
+#: The largest pickled result a run may return unless told otherwise, and the most it may be
+#: told (a result crosses a pipe and a socket, and history keeps it).
+DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
+MAX_MAX_RESULT_BYTES = 1024 ** 3
 
 
 class JobPriority(str, enum.Enum):
@@ -111,6 +117,7 @@ class WorkerConfig:
     memory_limit_mb: float | None = None
     pids_limit: int | None = None
     cpu_limit: float | None = None
+    max_result_bytes: int | None = None  # None: the orchestrator's default
     kill_grace_seconds: float = 3.0
     retry_delay_seconds: float = 1.0
     misfire_grace_seconds: float | None = None
@@ -140,8 +147,8 @@ class WorkerConfig:
 #: Options a user may pass to ``register_worker`` (besides ``name``, ``fn`` and ``command``).
 OPTIONS = ("execution_mode", "interval_seconds", "timeout_seconds", "max_retries", "priority",
            "max_consecutive_failures", "depends_on", "blocks", "cron", "timezone", "shell",
-           "env", "cwd", "memory_limit_mb", "pids_limit", "cpu_limit", "kill_grace_seconds",
-           "retry_delay_seconds",
+           "env", "cwd", "memory_limit_mb", "pids_limit", "cpu_limit", "max_result_bytes",
+           "kill_grace_seconds", "retry_delay_seconds",
            "misfire_grace_seconds", "overlap", "on_failure", "kill_leftovers", "run_at_start",
            "user")
 
@@ -161,10 +168,17 @@ def check_name(name: Any, *, worker: str | None = None, field: str = "name") -> 
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{who}{field} must be a non-empty string of letters, digits, "
                           f"'_', '.' or '-', got {name!r}", worker=worker, field=field)
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(f"{who}{field} is {len(name)} characters long; use at most "
+                          f"{MAX_NAME_LENGTH}", worker=worker, field=field)
     if not NAME_PATTERN.fullmatch(name):
         bad = sorted({c for c in name if not NAME_PATTERN.fullmatch(c)})
         raise ConfigError(f"{who}{field} {name!r} contains {''.join(bad)!r}; use only letters, "
                           f"digits, '_', '.' and '-'", worker=worker, field=field)
+    if not set(name) - {".", "-"}:
+        raise ConfigError(f"{who}{field} {name!r} is only dots and dashes, which reads as a "
+                          f"path or an option; give it a letter, digit or '_'",
+                          worker=worker, field=field)
     return name
 
 
@@ -240,7 +254,8 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
                                                                              timeout)
     values["max_retries"] = check.count("max_retries", options.get("max_retries", 3))
     if values["max_retries"] > MAX_RETRIES:
-        check.fail("max_retries", f"must be at most {MAX_RETRIES}, got {values['max_retries']}")
+        check.fail("max_retries", f"must be at most {MAX_RETRIES}, got "
+                                  f"{_short(values['max_retries'])}")
     mcf = options.get("max_consecutive_failures", 5)
     if mcf is not None:
         mcf = check.count("max_consecutive_failures", mcf)
@@ -269,6 +284,9 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
     if options.get("cpu_limit") is not None:
         values["cpu_limit"] = check.limit("cpu_limit", options["cpu_limit"], "cores",
                                           MAX_CPU_LIMIT)
+    if options.get("max_result_bytes") is not None:
+        values["max_result_bytes"] = check.whole_limit(
+            "max_result_bytes", options["max_result_bytes"], "bytes", MAX_MAX_RESULT_BYTES)
     values["kill_grace_seconds"] = check.non_negative("kill_grace_seconds",
                                                       options.get("kill_grace_seconds", 3.0))
     values["retry_delay_seconds"] = check.non_negative("retry_delay_seconds",
@@ -298,11 +316,15 @@ class _Checker:
 
     def number(self, field: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            self.fail(field, f"must be a number of seconds, got {value!r}")
-        if not math.isfinite(value) or abs(value) > MAX_SECONDS:
-            self.fail(field, f"must be a finite number up to {MAX_SECONDS:g} (ten years), "
-                             f"got {value!r}")
-        return float(value)
+            self.fail(field, f"must be a number of seconds, got {_short(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # a whole number too big for a float
+            number = math.inf
+        if not math.isfinite(number) or abs(number) > MAX_SECONDS:
+            self.fail(field, f"must be a finite number of seconds up to {MAX_SECONDS} (ten "
+                             f"years), got {_short(value)}")
+        return number
 
     def positive(self, field: str, value: Any) -> float:
         number = self.number(field, value)
@@ -318,10 +340,14 @@ class _Checker:
 
     def limit(self, field: str, value: Any, unit: str, highest: float) -> float:
         """A positive, finite amount of ``unit`` up to ``highest``."""
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-                or not math.isfinite(value) or not 0 < value <= highest:
+        try:
+            good = not isinstance(value, bool) and isinstance(value, numbers.Real) \
+                and math.isfinite(value) and 0 < value <= highest
+        except OverflowError:
+            good = False
+        if not good:
             self.fail(field, f"must be a number of {unit} above 0 and at most {highest}, "
-                             f"got {value!r}")
+                             f"got {_short(value)}")
         return float(value)
 
     def whole_limit(self, field: str, value: Any, unit: str, highest: int) -> int:
@@ -329,14 +355,14 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
                 or not 1 <= value <= highest:
             self.fail(field, f"must be a whole number of {unit} from 1 to {highest}, "
-                             f"got {value!r}")
+                             f"got {_short(value)}")
         return int(value)
 
     def count(self, field: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            self.fail(field, f"must be a whole number, got {value!r}")
+            self.fail(field, f"must be a whole number, got {_short(value)}")
         if value < 0:
-            self.fail(field, f"must be 0 or more, got {value!r}")
+            self.fail(field, f"must be 0 or more, got {_short(value)}")
         return int(value)
 
     def boolean(self, field: str, value: Any) -> bool:
@@ -425,7 +451,7 @@ class _Checker:
         try:
             parse_crontab(value)
         except ValueError as error:
-            self.fail("cron", f"{value!r} is invalid: {error}")
+            self.fail("cron", f"{_short(value)} is invalid: {_cut(str(error))}")
         return value.strip()
 
     def timezone(self, value: Any) -> tzinfo:
@@ -473,6 +499,17 @@ class _Checker:
         if not os.path.isdir(path):
             self.fail("cwd", f"{path!r} is not an existing directory")
         return path
+
+
+def _cut(text: str, most: int = 300) -> str:
+    return text if len(text) <= most else text[:most - 3] + "..."
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut short: a message stays one readable line whatever was given."""
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else \
+        f"a {value.bit_length()}-bit number"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _positional_parameters(fn: Callable) -> tuple[int, int]:

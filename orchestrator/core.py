@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 from loguru import logger
 
-from .config import WorkerConfig, build_config, check_name, parse_timezone, suggest
+from .config import (DEFAULT_MAX_RESULT_BYTES, MAX_MAX_RESULT_BYTES, WorkerConfig, build_config,
+                     check_name, parse_timezone, suggest)
 from .dispatcher import Dispatcher
 from .errors import ConfigError, NotRunningError, OrchestratorError, UnknownWorkerError
 from .events import EventBus, RunEvent
@@ -52,6 +53,8 @@ class WorkerOrchestrator:
         free port; see :attr:`http_url`); ``None`` (default) serves nothing.
     :param http_token: the bearer token that allows the ``POST`` control routes; without
         it those routes are off.
+    :param max_result_bytes: the largest pickled result a function worker may return
+        (default 1 MiB; a worker's own ``max_result_bytes`` wins); a bigger one fails its run.
     :param containment: what keeps each attempt's processes together: ``"auto"``
         (default: a cgroup per attempt where cgroups may be made, else process groups),
         ``"cgroup"`` (refuse where they cannot) or ``"process-group"``. See README
@@ -63,7 +66,8 @@ class WorkerOrchestrator:
     def __init__(self, max_concurrent: int = 5, state_path: str | None = None, *,
                  timezone: str | tzinfo | None = None, executor: RunExecutor | None = None,
                  clock=None, history_limit: int = 1000, http: str | None = None,
-                 http_token: str | None = None, containment: str = "auto"):
+                 http_token: str | None = None, containment: str = "auto",
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES):
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) \
                 or max_concurrent < 1:
             raise ConfigError(f"orchestrator: max_concurrent must be a whole number of at "
@@ -77,6 +81,11 @@ class WorkerOrchestrator:
                               f"{state_path!r}", field="state_path")
         if timezone is not None:
             timezone = parse_timezone(timezone)
+        if isinstance(max_result_bytes, bool) or not isinstance(max_result_bytes, int) \
+                or not 1 <= max_result_bytes <= MAX_MAX_RESULT_BYTES:
+            raise ConfigError(f"orchestrator: max_result_bytes must be a whole number of bytes "
+                              f"from 1 to {MAX_MAX_RESULT_BYTES}, got {max_result_bytes!r}",
+                              field="max_result_bytes")
         if containment not in CONTAINMENTS:
             raise ConfigError(f"orchestrator: containment must be one of "
                               f"{', '.join(map(repr, CONTAINMENTS))}, got {containment!r}",
@@ -94,7 +103,7 @@ class WorkerOrchestrator:
                                       store=(MemoryHistory(history_limit) if state_path is None
                                              else StateStore(os.fspath(state_path),
                                                              history_limit)),
-                                      events=self._events)
+                                      events=self._events, max_result_bytes=max_result_bytes)
         self._status = StatusBoard(lambda: self._dispatcher.snapshot,
                                    self._dispatcher.clock.now)
         self._file_watch: FileWatch | None = None

@@ -252,7 +252,13 @@ def _expand_nickname(text: str) -> list[str]:
 
 def _parse_field(text: str, field: _Field) -> frozenset[int]:
     values: set[int] = set()
-    for element in text.split(","):
+    elements = text.split(",")
+    most = field.high - field.low + 1
+    if len(elements) > most:
+        raise ValueError(f"{field.name} field has {len(elements)} list items, more than the "
+                         f"{most} values it can take; use a range or a step, as in '1-5' "
+                         f"or '*/15'")
+    for element in elements:
         if not element:
             raise ValueError(f"{field.name} field {text!r} has an empty list element; "
                              f"separate values with single commas, as in '1,15'")

@@ -45,8 +45,8 @@ from loguru import logger
 from . import admission
 from .clock import SystemClock
 from .watches import ClockWatch
-from .config import (MAX_SECONDS, OverlapPolicy, WorkerConfig, WorkerExecutionMode,
-                     check_name, suggest)
+from .config import (DEFAULT_MAX_RESULT_BYTES, MAX_SECONDS, OverlapPolicy, WorkerConfig,
+                     WorkerExecutionMode, check_name, suggest)
 from .errors import ConfigError, UnknownWorkerError
 from .events import EventBus, RunEvent
 from .execution.base import AttemptResult, RunExecutor, RunFuture, RunSpec
@@ -130,9 +130,11 @@ class Dispatcher:
     """
 
     def __init__(self, executor: RunExecutor, *, max_concurrent: int = 5, clock=None,
-                 default_timezone: tzinfo, store=None, events: EventBus | None = None):
+                 default_timezone: tzinfo, store=None, events: EventBus | None = None,
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES):
         self.executor = executor
         self.max_concurrent = max_concurrent
+        self.max_result_bytes = max_result_bytes  # for workers that set none
         self.clock = clock or SystemClock()
         self.default_timezone = default_timezone
         self.store = store if store is not None else MemoryHistory()
@@ -489,6 +491,7 @@ class Dispatcher:
             kill_grace_seconds=config.kill_grace_seconds,
             memory_limit_mb=config.memory_limit_mb, pids_limit=config.pids_limit,
             cpu_limit=config.cpu_limit, kill_leftovers=config.kill_leftovers,
+            max_result_bytes=config.max_result_bytes or self.max_result_bytes,
             user=config.user)
         self.store.save(record)  # committed before the process exists
         if record.attempts == 1:

@@ -51,15 +51,3 @@ class NotRunningError(OrchestratorError):
 class ContainmentError(OrchestratorError):
     """The containment asked for is not available on this machine (the message says what is
     missing and how to get it)."""
-
-
-class RunError(OrchestratorError):
-    """A run ended without success; carries what is known about it."""
-
-    def __init__(self, message: str, *, worker: str, run_id: str, pid: int | None = None,
-                 exit_code: int | None = None):
-        super().__init__(message)
-        self.worker = worker
-        self.run_id = run_id
-        self.pid = pid
-        self.exit_code = exit_code

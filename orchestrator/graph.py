@@ -80,8 +80,3 @@ class ConstraintGraph:
 
     def conflicts_of(self, name: str) -> list[str]:
         return list(self.exclusions.neighbors(name)) if name in self.exclusions else []
-
-    def describe(self) -> dict[str, list]:
-        """Edges as plain lists, for ``check`` output and tests."""
-        return {"depends_on": sorted(self.dependencies.edges),
-                "excludes": sorted(tuple(sorted(edge)) for edge in self.exclusions.edges)}

@@ -40,7 +40,7 @@ __all__ = ["Installation", "WorkerEntry", "load"]
 
 #: Keys of the ``[orchestrator]`` table.
 ORCHESTRATOR_KEYS = ("max_concurrent", "state_path", "timezone", "history_limit", "http",
-                     "http_token_file", "containment")
+                     "http_token_file", "containment", "max_result_bytes")
 
 #: Keys a worker table may have besides the register_worker options: what it runs, and two
 #: options the file passes on as they are.
@@ -198,7 +198,7 @@ def _orchestrator_options(settings: dict, directory: str, fail) -> dict[str, Any
         problem = _value_problem(value)
         if problem:
             fail(f"[orchestrator] {key} {problem}", field=key)
-    for key in ("max_concurrent", "history_limit", "containment"):
+    for key in ("max_concurrent", "history_limit", "containment", "max_result_bytes"):
         if key in settings:
             options[key] = settings[key]
     if "timezone" in settings:

@@ -185,7 +185,8 @@ def test_plain_submit_returns_the_value_or_raises(executor):
 
 
 def test_large_argument_and_result_cross_the_pipes(executor):
-    result = run(executor, function_spec(workers.double, b"ab" * 2_000_000))
+    result = run(executor, function_spec(workers.double, b"ab" * 2_000_000,
+                                         max_result_bytes=16 * 1024 * 1024))
     assert result.outcome is Outcome.SUCCEEDED, result.error
     assert result.result == b"ab" * 4_000_000
 

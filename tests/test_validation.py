@@ -74,7 +74,7 @@ def test_bad_names(orch, name):
     ("timezone", "America", "is not a known IANA time zone"),
     ("timezone", "x" * 5000, "is not a known IANA time zone"),
     ("interval_seconds", float("inf"), "must be a finite number"),
-    ("interval_seconds", 1e15, "must be a finite number up to"),
+    ("interval_seconds", 1e15, "must be a finite number of seconds up to"),
     ("timeout_seconds", float("nan"), "must be a finite number"),
     ("user", "a\0b", "is not a user of this machine"),
     ("depends_on", "fetch", "depends_on must be a list of worker names"),

@@ -91,6 +91,7 @@ SPARES = 2                    # processes forked ahead of time, together, when n
 SWEEP_ROUNDS = 200            # orphan sweeps in a row, for a lineage that forks as it dies
 FREE_GROUPS = 4               # emptied cgroups kept for the next spares
 IMPORT_SECONDS = 3.0          # longest import of a worker's module ahead of its next run
+ERROR_BYTES = 8 * 1024        # longest error line of a function that raised
 PREPARE_SECONDS = 20.0        # longest import of the main script at start
 _FRAME = wire.FRAME
 _READ_SIZE = 256 * 1024
@@ -262,7 +263,6 @@ def _call_function(job, status_write: int, result_write: int) -> None:
     atexit._clear()  # the launcher's exit handlers are not the run's
     code = 0
     call = job.call
-    del job
     try:
         function, pass_argument, argument = pickle.loads(call)
     except BaseException as exc:  # reported to the orchestrator, which records it
@@ -270,7 +270,7 @@ def _call_function(job, status_write: int, result_write: int) -> None:
                               _format_traceback(exc))
     else:
         del call
-        message = _call(function, pass_argument, argument)
+        message = _call(function, pass_argument, argument, job.max_result_bytes)
     try:
         _write_all(result_write, wire.encode(message))
         os.close(result_write)
@@ -300,7 +300,7 @@ def _flush_std() -> None:
             pass
 
 
-def _call(function, pass_argument: bool, argument):
+def _call(function, pass_argument: bool, argument, max_result_bytes: int):
     try:
         value = function(argument) if pass_argument else function()
     except BaseException as exc:  # every way out of user code is a result
@@ -311,6 +311,11 @@ def _call(function, pass_argument: bool, argument):
         return wire.Raised(
             f"result of type {type(value).__name__!r} cannot be pickled: {_error_line(exc)}",
             _format_traceback(exc))
+    if len(data) > max_result_bytes:
+        return wire.Raised(
+            f"result of type {type(value).__name__!r} is {len(data)} bytes pickled, over "
+            f"max_result_bytes ({max_result_bytes}); return less (write big data to a file), "
+            f"or raise max_result_bytes", "")
     return wire.Returned(type(value).__name__, data)
 
 
@@ -320,14 +325,16 @@ def _error_line(exc: BaseException) -> str:
     except BaseException:
         text = "<exception str() failed>"
     name = type(exc).__name__
-    return f"{name}: {text}" if text else name
+    line = f"{name}: {text}" if text else name
+    return line if len(line) <= ERROR_BYTES else line[:ERROR_BYTES - 3] + "..."
 
 
 def _format_traceback(exc: BaseException) -> str:
     try:
-        return "".join(traceback.format_exception(exc))
+        text = "".join(traceback.format_exception(exc))
     except BaseException:
         return f"{_error_line(exc)}\n(the traceback could not be formatted)\n"
+    return text if len(text) <= wire.TAIL_BYTES else "...\n" + text[-wire.TAIL_BYTES:]
 
 
 def _read_exactly(fd: int, size: int) -> bytes:
@@ -350,12 +357,14 @@ def _write_all(fd: int, data: bytes) -> None:
 # -- the launcher's side ------------------------------------------------------------------------
 
 class _Tail:
-    """The launcher's end of one pipe from a run, keeping the last ``limit`` bytes
-    (everything when ``limit`` is None)."""
+    """The launcher's end of one pipe from a run, keeping the last ``limit`` bytes (or, with
+    ``head``, the first ``limit`` bytes, and whether more came: ``overflowed``)."""
 
-    def __init__(self, fd: int, limit: int | None):
+    def __init__(self, fd: int, limit: int, head: bool = False):
         self.fd = fd
         self.limit = limit
+        self.head = head
+        self.overflowed = False
         self.data = bytearray()
         self.open = True
         os.set_blocking(fd, False)
@@ -369,9 +378,14 @@ class _Tail:
         except OSError:
             chunk = b""
         if chunk:
-            self.data += chunk
-            if self.limit is not None and len(self.data) > self.limit:
-                del self.data[:-self.limit]
+            if self.head:
+                room = self.limit - len(self.data)
+                self.overflowed |= len(chunk) > room
+                self.data += chunk[:max(0, room)]
+            else:
+                self.data += chunk
+                if len(self.data) > self.limit:
+                    del self.data[:-self.limit]
         return len(chunk)
 
     def drain(self, limit: int | None = _DRAIN_LIMIT) -> None:
@@ -425,7 +439,10 @@ class _Run:
         self.status = bytearray()
         self.out = _Tail(spare.out_read, wire.TAIL_BYTES)
         self.err = _Tail(spare.err_read, wire.TAIL_BYTES)
-        self.result = _Tail(spare.result_read, None)
+        # the result frame, bounded: the run's process refuses a bigger result itself; more
+        # than that is a process writing what it should not
+        self.result = _Tail(spare.result_read, limits.max_result_bytes + 2 * wire.TAIL_BYTES,
+                            head=True)
         self.started = time.monotonic()
         self.started_epoch = time.time()
         timeout = limits.timeout
@@ -999,7 +1016,12 @@ class Launcher:
     def _complete(self, run: _Run) -> None:
         for tail in (run.out, run.err):
             tail.drain()
-        run.result.drain(limit=None)
+        run.result.drain(limit=run.result.limit + _READ_SIZE)  # a leftover may keep writing
+        result = bytes(run.result.data)
+        if run.result.overflowed:
+            result = wire.encode(wire.Raised(
+                f"the result sent was over max_result_bytes "
+                f"({run.limits.max_result_bytes}); it was not kept", ""))
         # Without a cgroup: wait4's figures (the run's process and the children it waited
         # for), or the tree's as last sampled where that is more.
         cpu = max(run.cpu_seconds or 0.0, run.sampled_cpu)
@@ -1016,7 +1038,7 @@ class Launcher:
             status=run.wait_status, cpu_seconds=cpu, peak_rss_bytes=peak,
             started_epoch=run.started_epoch, ended_epoch=run.ended_epoch or time.time(),
             stdout=bytes(run.out.data), stderr=bytes(run.err.data),
-            result=bytes(run.result.data), kill_outcome=run.kill_outcome,
+            result=result, kill_outcome=run.kill_outcome,
             kill_error=run.kill_error, oom_kills=oom_kills, whole_tree=whole_tree)
         self._discard(run)
         self._send(wire.Finished(run.job_id, ending))

@@ -50,6 +50,7 @@ class RunSpec:
     memory_limit_mb: float | None = None
     pids_limit: int | None = None          # most processes at once (needs a cgroup)
     cpu_limit: float | None = None         # cores (needs a cgroup)
+    max_result_bytes: int = 1024 * 1024    # the largest pickled result the run may return
     kill_leftovers: bool = True
     user: str | None = None  # run as this account (the executor must be root to switch)
 

@@ -45,6 +45,7 @@ import os
 import pickle
 import pwd
 import secrets
+import select
 import shlex
 import signal
 import socket
@@ -397,6 +398,7 @@ class _LauncherLink:
         self.pings = itertools.count(1)
         self.plan: cgroups.Plan | None = None  # its cgroup home, if any
         self._send_lock = threading.Lock()
+        self._outbox = bytearray()        # bytes the socket did not take yet (send lock)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.process = subprocess.Popen(
@@ -423,17 +425,30 @@ class _LauncherLink:
         self.send(wire.Init(_preparation_data(), executor.sample_interval, plan))
 
     def send(self, message) -> None:
-        data = wire.encode(message)
+        """Queue ``message`` and send what the socket takes now, never waiting: what a
+        launcher that reads nothing (stopped) leaves queued, the reader thread sends later."""
         with self._send_lock:
+            self._outbox += wire.encode(message)
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send queued bytes without blocking (with the send lock held)."""
+        while self._outbox:
             try:
-                self.sock.sendall(data)
-            except OSError:
-                pass  # the launcher is gone; the reader thread completes its runs
+                sent = self.sock.send(self._outbox, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:  # the launcher is gone; the reader thread completes its runs
+                self._outbox.clear()
+                return
+            del self._outbox[:sent]
 
     def close(self) -> None:
         """Tell the launcher we are done: it exits once its runs are gone."""
         if not self.closing:
             self.closing = True
+            with self._send_lock:
+                self._flush()
             try:
                 self.sock.shutdown(socket.SHUT_WR)
             except OSError:
@@ -496,6 +511,8 @@ class _LauncherLink:
     def _watch(self) -> None:
         """No word from the launcher for a while: ping it if it has work; past the
         deadlines, stop giving it runs, time its runs out from here, and kill it."""
+        with self._send_lock:
+            self._flush()
         silent = time.monotonic() - self.heard_at
         if not self.runs and self.ready or self.closing and not self.runs:
             return  # nothing it owes an answer for
@@ -552,7 +569,8 @@ def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str
         # (see _launcher._spare_main). Any other object may do anything when unpickled.
         warm = isinstance(spec.function, types.FunctionType) and (
             spec.argument is None or type(spec.argument) is WorkerConfig)
-        job = wire.FunctionJob(list(sys.path), cwd, env, variables, call, identity)
+        job = wire.FunctionJob(list(sys.path), cwd, env, variables, call, identity,
+                               spec.max_result_bytes)
     else:
         argv = _command_argv(spec)
         program, warm = argv[0], False
@@ -562,7 +580,8 @@ def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str
         memory_limit_mb=spec.memory_limit_mb, pids_limit=spec.pids_limit,
         cpu_limit=spec.cpu_limit, kill_leftovers=spec.kill_leftovers, cwd=spec.cwd,
         workdir=cwd, function=spec.function is not None, user=spec.user,
-        sys_path=list(sys.path) if spec.function is not None else None, warm=warm)
+        sys_path=list(sys.path) if spec.function is not None else None, warm=warm,
+        max_result_bytes=spec.max_result_bytes)
     return wire.Run(job_id, limits, token, wire.encode(job), modules)
 
 
@@ -695,7 +714,7 @@ def _message(data: bytes):
     except Exception as exc:
         return Outcome.FAILED, f"malformed result from the child: {exc!r}", None, None
     if isinstance(message, wire.Raised):
-        return Outcome.FAILED, message.error, message.traceback, None
+        return Outcome.FAILED, message.error, message.traceback or None, None
     try:
         return Outcome.SUCCEEDED, None, None, pickle.loads(message.value)
     except Exception as exc:
@@ -727,21 +746,32 @@ def _kill_processes_of(runs: list[_Run]) -> None:
 
 
 def _kill_directly(future: RunFuture, v2: bool) -> None:
-    """SIGKILL an attempt without its launcher: its cgroup (``v2``: a cgroup v2 one, else
-    a v1 freezer), or its process group (the pid is still reserved: the launcher, its
-    parent, has not reaped it)."""
+    """SIGKILL an attempt without its launcher, and wait (a few seconds at most) until its
+    processes are gone: its cgroup (``v2``: a cgroup v2 one, else a v1 freezer), or its
+    process group (the pid is still reserved: the launcher, its parent, has not reaped it)."""
+    pidfds: dict[int, int] = {}
     if future.cgroup is not None:
         try:
             cgroups.kill_cgroup(future.cgroup, v2)
-            return
         except OSError as error:
             logger.error("cannot kill cgroup {}: {}", future.cgroup, error)
-    if future.pid is not None:
-        for kill, target in ((os.killpg, future.pid), (os.kill, future.pid)):
+        pidfds = cgroups.signal_members(future.cgroup, signal.SIGKILL)
+    elif future.pid is not None:
+        try:
+            pidfds[future.pid] = os.pidfd_open(future.pid)
+        except OSError:
+            pass
+        for kill in (os.killpg, os.kill):
             try:
-                kill(target, signal.SIGKILL)
+                kill(future.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+    deadline = time.monotonic() + cgroups.EXIT_WAIT_SECONDS
+    for pidfd in pidfds.values():
+        try:
+            select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
+        finally:
+            os.close(pidfd)
 
 
 def _not_started(error: str, at: datetime | None = None) -> AttemptResult:

@@ -70,6 +70,7 @@ class Limits(NamedTuple):
     user: str | None
     sys_path: list | None         # function runs: where their modules are found
     warm: bool                    # unpickling the job runs no user code (see _launcher)
+    max_result_bytes: int         # the largest pickled result accepted
 
 
 class Run(NamedTuple):
@@ -174,6 +175,7 @@ class FunctionJob(NamedTuple):
     variables: dict               # the run's own variables (token, env, HOME of a user)
     call: bytes                   # pickled (function, pass_argument, argument)
     identity: tuple | None        # (name, uid, gid) to switch to
+    max_result_bytes: int         # a bigger pickled result fails the run
 
 
 class CommandJob(NamedTuple):
