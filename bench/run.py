@@ -8,7 +8,9 @@ Rows (issue "Benchmarks against the tools users would otherwise pick"):
    :mod:`bench.engine` (vs a bare fork loop, the stdlib pool and pebble);
 4. idle CPU of 1,000 hourly workers vs APScheduler, and 6. CPU of sampling two running
    trees, each measured from outside its own process (:mod:`bench.probe`);
-5. scale, from :mod:`bench.scale`.
+5. scale, from :mod:`bench.scale`;
+7. lateness of a 0.5 s worker while 8 threads read the status of 10,000 workers
+   (:mod:`bench.status_load`).
 
 Each figure is the median over the repetitions, with their spread (lowest-highest);
 "x this project" divides a peer's figure by this project's. Absolute figures drift on a
@@ -31,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` and ``orchestrator`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import engine, lateness, probe, scale  # noqa: E402
+from bench import engine, lateness, probe, scale, status_load  # noqa: E402
 
 
 class Figures:
@@ -222,6 +224,30 @@ def measure_scale(figures: Figures, repetitions: int, workers: int) -> None:
                    f"{seconds:.2f} s, {decision * 1e6:.1f} us, {rss:.0f} MB")
 
 
+# -- row 7 --------------------------------------------------------------------------------------
+
+def measure_status_load(figures: Figures, repetitions: int, workers: int,
+                        seconds: float) -> None:
+    context = multiprocessing.get_context("spawn")
+    for _ in range(repetitions):
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+            result = pool.submit(status_load.measure, workers, 8, seconds).result()
+        late = result["lateness"]
+        figures.add("status.p50", engine.percentile(late, 0.5))
+        figures.add("status.p99", engine.percentile(late, 0.99))
+        figures.add("status.reads", result["reads"] / result["seconds"])
+    name = f"orchestrator, {workers:,} workers, 8 status readers"
+    figures.line("7 status load", name, "lateness p50 of a 0.5 s worker", "status.p50", "ms",
+                 1000)
+    figures.line("7 status load", name, "lateness p99 of a 0.5 s worker", "status.p99", "ms",
+                 1000)
+    figures.line("7 status load", name, "status documents read", "status.reads", "/s",
+                 digits=0)
+    p99 = figures.median("status.p99")
+    figures.target(f"7 lateness p99 <= 20 ms while 8 threads read status ({workers:,} workers)",
+                   p99 <= 0.020, f"{p99 * 1000:.1f} ms")
+
+
 # -- the table ----------------------------------------------------------------------------------
 
 def print_table(figures: Figures, command: str, elapsed: float) -> None:
@@ -268,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     measure_scale(figures, 1 if quick else 3, 2_000 if quick else 10_000)
     measure_monitoring(figures, 1 if quick else 3, 5.0 if quick else 20.0,
                        1.0 if quick else 2.0)
+    measure_status_load(figures, 1 if quick else 3, 2_000 if quick else 10_000,
+                        6.0 if quick else 20.0)
     command = "python -m bench" + (" --quick" if quick else "")
     print_table(figures, command, time.monotonic() - begun)
     if options.json:

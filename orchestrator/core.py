@@ -380,13 +380,9 @@ class WorkerOrchestrator:
     def get_status(self) -> dict:
         """What runs, what waits and why; see README "Status". Read from the newest state
         the dispatcher published, on the caller's thread: it never waits for a run or a
-        step, and never delays one."""
-        document = self._status.document()
-        return {**document, "worker_states": {name: dict(state) for name, state in
-                                              document["worker_states"].items()},
-                "worker_names": list(document["worker_names"]),
-                "running_workers": list(document["running_workers"]),
-                "pending_workers": list(document["pending_workers"])}
+        step, and never delays one. The dict and its lists are the caller's; each worker's
+        dict is shared with other callers until it changes: read it, do not change it."""
+        return self._status.copy()
 
     def get_worker(self, name: str) -> WorkerConfig:
         """A read-only snapshot of ``name``'s configuration and runtime fields."""

@@ -32,6 +32,12 @@ _NOT_YET = types.SimpleNamespace(enabled=True, last_outcome=None)  # named, not 
 class StatusBoard:
     """Builds status documents from published snapshots, for any thread.
 
+    A worker's entry is made anew only when it may have changed: its view was replaced, the
+    orchestrator's state or the day changed, or it is running or waiting (its live figures
+    and its reason depend on others then). Builds and copies happen one at a time, so that
+    however many threads read, at most one of them competes with the dispatcher for the
+    interpreter.
+
     :param snapshot: returns the newest published :class:`~orchestrator.views.Snapshot`.
     :param now: returns the current aware datetime.
     """
@@ -41,29 +47,49 @@ class StatusBoard:
         self._now = now
         self._lock = threading.Lock()
         self._built: tuple[Snapshot, float, dict] | None = None
-        self._fixed: dict[str, tuple[WorkerView, dict]] = {}  # per worker, by its view
+        self._entries: dict[str, tuple[tuple, dict]] = {}  # name -> (what it depends on, entry)
 
     def document(self) -> dict:
-        """The newest status document (shared: treat it as read-only)."""
+        """The newest status document, shared: treat it as read-only."""
         with self._lock:
-            snapshot = self._snapshot()
-            built = self._built
-            if built is not None and built[0] is snapshot and (
-                    not snapshot.running or time.monotonic() - built[1] < FRESH_SECONDS):
-                return built[2]
-            document = self._build(snapshot, self._now())
-            self._built = (snapshot, time.monotonic(), document)
-            return document
+            return self._document()
+
+    def copy(self) -> dict:
+        """The newest status document: the caller's own dict and lists; the per-worker
+        dicts are shared with other callers until they change (copying 10,000 of them for
+        every caller would compete with the dispatcher): read them, do not change them."""
+        with self._lock:
+            document = self._document()
+            return {**document, "worker_states": dict(document["worker_states"]),
+                    "worker_names": list(document["worker_names"]),
+                    "running_workers": list(document["running_workers"]),
+                    "pending_workers": list(document["pending_workers"])}
+
+    def _document(self) -> dict:
+        snapshot = self._snapshot()
+        built = self._built
+        if built is not None and built[0] is snapshot and (
+                not snapshot.running or time.monotonic() - built[1] < FRESH_SECONDS):
+            return built[2]
+        document = self._build(snapshot, self._now())
+        self._built = (snapshot, time.monotonic(), document)
+        return document
 
     def _build(self, snapshot: Snapshot, now: datetime) -> dict:
         running, pending = snapshot.running, snapshot.pending
+        today = now.date()
         states = {}
         for name, view in snapshot.workers.items():
-            cached = self._fixed.get(name)
-            if cached is None or cached[0] is not view:
-                cached = (view, _fixed_fields(view, snapshot.default_timezone))
-                self._fixed[name] = cached
-            states[name] = _worker(snapshot, view, cached[1], now)
+            key = (view, snapshot.state, today)
+            cached = self._entries.get(name)
+            if cached is None or view.running is not None or view.pending is not None \
+                    or cached[0][0] is not view or cached[0][1:] != key[1:]:
+                entry = _worker(snapshot, view, _fixed_fields(view, snapshot.default_timezone),
+                                now)
+                self._entries[name] = (key, entry)
+            else:
+                entry = cached[1]
+            states[name] = entry
         return {
             "state": snapshot.state,
             "workers": len(snapshot.workers),

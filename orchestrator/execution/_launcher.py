@@ -119,14 +119,16 @@ def _prctl(option: int, value: int) -> None:
 
 def _spare_main(launcher_pid: int, job_read: int, status_write: int, out_write: int,
                 err_write: int, result_write: int, warm_job: bytes | None,
-                stamp: bool) -> None:
-    """Wait for one job, then run it. Never returns.
+                join: list[str]) -> None:
+    """Join the cgroup, wait for one job, then run it. Never returns.
+
+    ``join``: the ``cgroup.procs`` files of this run's cgroup, joined before anything else
+    (empty: no cgroup; the run's token is then written into the environment block).
 
     ``warm_job``: a recent function job, unpickled (and thrown away) while waiting, so that
     the pages the next job's unpickling touches are this process's own before it arrives: a
     freshly forked process pays a page fault on the first touch of each, and that time would
     otherwise come between the job's due time and its first line of user code.
-    ``stamp``: write the run's token into the environment block (no cgroup holds the run).
     """
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != launcher_pid:  # the launcher died before PDEATHSIG was armed
@@ -149,22 +151,44 @@ def _spare_main(launcher_pid: int, job_read: int, status_write: int, out_write: 
     for low, high in zip(keep, keep[1:] + [1 << 20]):
         if high > low + 1:
             os.closerange(low + 1, high)
+    _join(join, status_write)
     if warm_job is not None:
         try:
             pickle.loads(wire.decode(warm_job[_FRAME.size:]).call)
         except BaseException:
             pass
-    header = _read_exactly(job_read, _FRAME.size)
-    if len(header) < _FRAME.size:  # the launcher closed the spare without a job
-        os._exit(0)
-    job = wire.decode(_read_exactly(job_read, _FRAME.unpack(header)[0]))
+    job = _read_frame(job_read)
+    if isinstance(job, wire.Join):  # hierarchies for this run's limits: joined first too
+        _join(job.procs, status_write)
+        job = _read_frame(job_read)
     os.close(job_read)
-    if stamp:
+    if not join:
         _stamp_environment_block(job.variables.get(wire.RUN_TOKEN_VARIABLE, ""))
     if isinstance(job, wire.CommandJob):
         _exec_command(job, status_write)
     else:
         _call_function(job, status_write, result_write)
+
+
+def _read_frame(fd: int):
+    header = _read_exactly(fd, _FRAME.size)
+    if len(header) < _FRAME.size:  # the launcher closed the spare without a job
+        os._exit(0)
+    return wire.decode(_read_exactly(fd, _FRAME.unpack(header)[0]))
+
+
+def _join(procs: list[str], status_write: int) -> None:
+    """Move this process into cgroups (it runs no user code yet); on failure say so on the
+    status pipe and end: the run must not run outside its cgroup."""
+    for path in procs:
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            _fail_start(status_write, "cgroup", exc)
 
 
 def _stamp_environment_block(token: str) -> None:
@@ -706,8 +730,8 @@ class Launcher:
             return None
         return group
 
-    def _fork_spare(self, contained: bool = True) -> None:
-        group = self._new_group() if contained else None
+    def _fork_spare(self) -> None:
+        group = self._new_group()
         pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(5)]
         (job_read, job_write), (status_read, status_write), (out_read, out_write), \
             (err_read, err_write), (result_read, result_write) = pipes
@@ -718,11 +742,12 @@ class Launcher:
                 pass
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
+        join = group.procs() if group is not None else []
         pid = os.fork()
         if pid == 0:
             try:
                 _spare_main(self.pid, job_read, status_write, out_write, err_write,
-                            result_write, self.warm_job, stamp=group is None)
+                            result_write, self.warm_job, join)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -733,19 +758,10 @@ class Launcher:
             os.setpgid(pid, pid)  # also done by the spare; whichever comes first
         except OSError:
             pass
-        spare = _Spare(pid, job_write, status_read, out_read, err_read, result_read, group)
-        if group is not None:
-            # Before any job reaches it: every process the run makes is in the cgroup.
-            try:
-                group.add(pid)
-            except OSError as error:
-                self._log("error", f"cannot move a process into its cgroup ({error}); runs "
-                                   f"are contained by process groups until it works again",
-                          once=f"add {error.errno}")
-                self._drop_spare(spare)  # it may be in some hierarchies: start over without
-                self._fork_spare(contained=False)
-                return
-        self.spares[pid] = spare
+        # The spare joins its cgroup itself, before it reads a job: every process the run
+        # makes is in it, and the launcher never waits on the kernel's migration lock.
+        self.spares[pid] = _Spare(pid, job_write, status_read, out_read, err_read,
+                                  result_read, group)
 
     def _drop_spares(self) -> None:
         spares = list(self.spares.values())
@@ -759,14 +775,15 @@ class Launcher:
             if not self.spares:
                 self._fork_spare()
             spare = self.spares.pop(next(iter(self.spares)))
-            problem = self._limit(spare, limits)
+            problem, extra = self._limit(spare, limits)
             if problem is not None:
                 self._drop_spare(spare)
                 self._send(wire.StartFailed(job_id, f"cannot start {limits.program!r}: "
                                                     f"{problem}"))
                 return
             try:
-                _write_all(spare.job_write, frame)
+                _write_all(spare.job_write, wire.encode(wire.Join(extra)) + frame if extra
+                           else frame)
             except BrokenPipeError:  # the spare died; its reap is handled as an orphan's
                 self._drop_spare(spare)
                 continue
@@ -795,19 +812,30 @@ class Launcher:
             self.warm_job = frame  # unpickling it runs and imports nothing
         # The next spare is forked as soon as the loop is idle (see serve).
 
-    def _limit(self, spare: _Spare, limits) -> str | None:
-        """Set the run's kernel limits on the spare's cgroup; why they cannot be, or None."""
+    def _limit(self, spare: _Spare, limits) -> tuple[str | None, list[str]]:
+        """Set the run's kernel limits on the spare's cgroup: ``(why they cannot be, or
+        None; cgroups the run's process must join for them)``."""
         if spare.group is None:
             if limits.pids_limit is not None or limits.cpu_limit is not None:
-                return "pids_limit and cpu_limit need a cgroup, and none could be made"
-            return None  # memory_limit_mb is then enforced by sampling
+                return "pids_limit and cpu_limit need a cgroup, and none could be made", []
+            return None, []  # memory_limit_mb is then enforced by sampling
         memory = None if limits.memory_limit_mb is None else \
             int(limits.memory_limit_mb * 1024 * 1024)
         try:
-            spare.group.limit(memory, limits.pids_limit, limits.cpu_limit)
+            return None, spare.group.limit(memory, limits.pids_limit, limits.cpu_limit)
         except OSError as error:
-            return f"cannot set its limits in {spare.group.path}: {error}"
-        return None
+            return f"cannot set its limits in {spare.group.path}: {error}", []
+
+    def _cgroup_failed(self, detail: str) -> None:
+        """A process could not join its cgroup: runs are contained by process groups from
+        now on (this launcher's life), and it is said once."""
+        self._log("error", f"a run's process could not join its cgroup ({detail}); runs are "
+                           f"contained by process groups until the launcher is restarted",
+                  once="join")
+        self.cgroups = None
+        for group in self.free_groups:
+            self._remove_group(group)
+        self.free_groups.clear()
 
     def _drop_spare(self, spare: _Spare) -> None:
         """Kill and reap a spare that was taken out of ``spares``; remove its cgroup."""
@@ -868,6 +896,9 @@ class Launcher:
             detail = f"working directory {run.limits.workdir!r}: {detail}"
         elif stage == "user":
             detail = f"cannot become user {run.limits.user!r}: {detail}"
+        elif stage == "cgroup":
+            detail = f"cannot join its cgroup: {detail}"
+            self._cgroup_failed(detail)
         run.start_failed = True
         self._send(wire.StartFailed(run.job_id,
                                     f"cannot start {run.limits.program!r}: {detail}"))
@@ -907,6 +938,9 @@ class Launcher:
                 self._on_exit(run, status, usage)
             elif pid in self.spares:
                 spare = self.spares.pop(pid)
+                status = _read_quietly(spare.status_read)
+                if status.startswith(b"cgroup "):
+                    self._cgroup_failed(f"[Errno {status.split()[1].decode()}]")
                 spare.close()
                 if spare.group is not None:
                     self._retire_group(spare.group)
@@ -1359,6 +1393,15 @@ def _children_of(table: dict) -> dict[int, list[int]]:
     for pid, row in table.items():
         children.setdefault(row[0], []).append(pid)
     return children
+
+
+def _read_quietly(fd: int) -> bytes:
+    """What a pipe holds now, without waiting."""
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""
 
 
 def _can_enter(path: str | None) -> bool:

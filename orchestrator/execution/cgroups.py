@@ -6,7 +6,7 @@
     --------------------                         ----------------
     probe()        -> Support, or why not        (this file, loaded by path)
     Support.home(launcher pid)                   Group(plan, "run-N").create()
-       -> CgroupPlan (a home per hierarchy)       fork a spare; Group.add(spare pid)
+       -> CgroupPlan (a home per hierarchy)       fork a spare; it joins Group.procs()
     destroy(plan) when a launcher died           Group.limit(memory, pids, cpu)  (job time)
     scavenge(support) at start: homes of         Group.usage(), .oom_kills()
        launchers that are gone                    Group.signal(SIGTERM), .kill(), .remove()
@@ -172,7 +172,26 @@ def probe(proc: str = "/proc") -> Support | str:
         problem = v2_problem if key == "unified" else _trial(path)[0]
         if problem:
             return problem
-    return Support(used, roles, adopt, _describe(roles, used))
+    detail = _describe(roles, used)
+    if "favordynmods" not in _options_of(_read_quietly(f"{proc}/self/mountinfo"), used):
+        detail += ("; mounted without favordynmods, so moving a run's process into its cgroup "
+                   "can hold up forks for milliseconds (README: Containment)")
+    return Support(used, roles, adopt, detail)
+
+
+def _options_of(mountinfo: str, used: dict) -> set[str]:
+    """The super options of the mounts of the hierarchies used (favordynmods is global: set
+    on any of them, it holds for all)."""
+    options: set[str] = set()
+    mountpoints = {os.path.normpath(path) for path in used.values()}
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) >= 5 and len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2") and any(
+                path == _unescape(fields[4]) or path.startswith(_unescape(fields[4]) + "/")
+                for path in mountpoints):
+            options.update(tail[2].split(","))
+    return options
 
 
 def _describe(roles: dict, used: dict) -> str:
@@ -329,7 +348,6 @@ class Group:
         self.path = self.paths[self.roles["kill"]]  # the one shown to people
         self.core = {self.roles[role] for role in ("kill", "memory", "cpu_usage")}
         self.made: set[str] = set()
-        self.pid: int | None = None
         self.limited = False
         self._cpu_start = 0.0
         self._oom_start: int | None = None  # read when a memory limit is set
@@ -353,24 +371,32 @@ class Group:
             _empty(path)
         self.made.add(key)
 
+    def procs(self) -> list[str]:
+        """The ``cgroup.procs`` files a process writes itself into to join the group (the
+        launcher's spares do, right after they are forked: a migration may wait on a lock of
+        the kernel's for milliseconds, and the launcher must not)."""
+        return [f"{self.paths[key]}/cgroup.procs" for key in sorted(self.made)]
+
     def add(self, pid: int) -> None:
-        """Move ``pid`` (a process that has run no user code yet) into the cgroup.
+        """Move ``pid`` (a process that has run no user code yet) into the group.
 
         :raises OSError: if the kernel refuses.
         """
-        self.pid = pid
         text = str(pid)
-        for key in self.made:
-            _write(f"{self.paths[key]}/cgroup.procs", text)
+        for path in self.procs():
+            _write(path, text)
 
     def limit(self, memory_bytes: int | None, pids: int | None,
-              cpu_cores: float | None) -> None:
-        """Set the attempt's limits, before its job is handed to its process.
+              cpu_cores: float | None) -> list[str]:
+        """Set the attempt's limits, before its job is handed to its process; returns the
+        ``cgroup.procs`` files of hierarchies made for them, which that process must join
+        before it runs anything (see :meth:`procs`).
 
         :raises OSError: if a limit cannot be set.
         """
+        extra: list[str] = []
         if memory_bytes is None and pids is None and cpu_cores is None:
-            return
+            return extra
         self.limited = True
         if memory_bytes is not None:
             self._oom_start = self._oom_count()
@@ -383,21 +409,23 @@ class Group:
                 _write(f"{path}/memory.limit_in_bytes", str(memory_bytes))
                 _write_if_exists(f"{path}/memory.memsw.limit_in_bytes", str(memory_bytes))
         if pids is not None:
-            _write(f"{self._joined(self.roles['pids'])}/pids.max", str(pids))
+            _write(f"{self._made_for(self.roles['pids'], extra)}/pids.max", str(pids))
         if cpu_cores is not None:
-            path = self._joined(self.roles["cpu"])
+            path = self._made_for(self.roles["cpu"], extra)
             quota = max(1000, round(cpu_cores * CPU_PERIOD_US))
             if self.roles["cpu"] == "unified":
                 _write(f"{path}/cpu.max", f"{quota} {CPU_PERIOD_US}")
             else:
                 _write(f"{path}/cpu.cfs_period_us", str(CPU_PERIOD_US))
                 _write(f"{path}/cpu.cfs_quota_us", str(quota))
+        return extra
 
-    def _joined(self, key: str) -> str:
-        """The directory in hierarchy ``key``, made and joined by the process if need be."""
+    def _made_for(self, key: str, extra: list[str]) -> str:
+        """The directory in hierarchy ``key``; made now (and noted in ``extra``, for the
+        attempt's process to join) if the group had none there."""
         if key not in self.made:
             self._make(key)
-            _write(f"{self.paths[key]}/cgroup.procs", str(self.pid))
+            extra.append(f"{self.paths[key]}/cgroup.procs")
         return self.paths[key]
 
     # -- reading ------------------------------------------------------------------------------
@@ -510,7 +538,6 @@ class Group:
             _write(f"{self.paths[self.roles['memory']]}/memory.max_usage_in_bytes", "0")
         except OSError:
             return False
-        self.pid = None
         self._reset_baselines(cpu_total)
         return True
 

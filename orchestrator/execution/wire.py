@@ -7,7 +7,7 @@ launcher (which never imports the package) by path. Only the standard library is
 
     orchestrator  --Init, Run, Kill, KillAll, Ping-->                        launcher
     orchestrator  <--Ready, Started, StartFailed, Usage, Finished, Pong, Log--  launcher
-    launcher      --FunctionJob | CommandJob-->                run process (one frame)
+    launcher      --[Join] FunctionJob | CommandJob-->         run process
     launcher      <--Returned | Raised--                       run process (one frame)
 
 On the socket and the pipes a message is a frame: an 8-byte big-endian length, then the
@@ -168,6 +168,12 @@ class Log(NamedTuple):
 
 # -- launcher -> run process, and back ---------------------------------------------------------
 
+class Join(NamedTuple):
+    """Sent ahead of a job: the run's process moves itself into these cgroups first (their
+    ``cgroup.procs`` files), so no process of the run is ever outside them."""
+
+    procs: list
+
 class FunctionJob(NamedTuple):
     sys_path: list
     cwd: str | None
@@ -198,7 +204,7 @@ class Raised(NamedTuple):
 
 MESSAGES = {kind.__name__: kind for kind in (
     CgroupPlan, Init, Limits, Run, Kill, KillAll, Ping, Pong, Ready, Started, StartFailed,
-    Sample, Usage, Ending, Finished, Log, FunctionJob, CommandJob, Returned, Raised)}
+    Sample, Usage, Ending, Finished, Log, Join, FunctionJob, CommandJob, Returned, Raised)}
 
 
 def encode(message: tuple) -> bytes:
