@@ -9,8 +9,8 @@ from loguru import logger as _logger
 
 from .config import JobPriority, OverlapPolicy, WorkerConfig, WorkerExecutionMode
 from .core import WorkerOrchestrator
-from .errors import (ConfigError, ContainmentError, DependencyCycleError, NotRunningError,
-                     OrchestratorError, UnknownWorkerError)
+from .errors import (ConfigError, ContainmentError, DependencyCycleError, NestedStartError,
+                     NotRunningError, OrchestratorError, UnknownWorkerError)
 from .events import RunEvent
 from .runs import Cause, Outcome, RunRecord
 from .state import StateError
@@ -18,7 +18,8 @@ from .state import StateError
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cause", "ConfigError", "ContainmentError", "DependencyCycleError", "JobPriority", "NotRunningError",
+    "Cause", "ConfigError", "ContainmentError", "DependencyCycleError", "JobPriority",
+    "NestedStartError", "NotRunningError",
     "OrchestratorError", "Outcome", "OverlapPolicy", "RunEvent", "RunRecord",
     "StateError", "UnknownWorkerError", "WorkerConfig", "WorkerExecutionMode",
     "WorkerOrchestrator",

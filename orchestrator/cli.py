@@ -2,16 +2,21 @@
 
 ::
 
-    orchestrator run FILE                        foreground until SIGINT/SIGTERM
+    orchestrator --version
+    orchestrator run FILE [--log-level L] [--log-file F]   foreground until SIGINT/SIGTERM
     orchestrator check FILE [--json]             validate, print the workers and the graph
-    orchestrator plan FILE [--start ISO] [--hours N] [--json]
+    orchestrator plan FILE [--start ISO] [--hours N] [--worker W] [--limit N] [--json]
     orchestrator from-crontab CRONTAB [--system] print the equivalent TOML
     orchestrator status FILE [--json]            what runs, what waits and why
     orchestrator history FILE [WORKER] [--limit N] [--json]
-    orchestrator trigger|enable|disable FILE WORKER   steer the running instance
+    orchestrator trigger FILE WORKER [--wait]    make a run due now (and wait for it)
+    orchestrator enable|disable FILE WORKER      steer the running instance
+    orchestrator logs FILE WORKER [--run ID] [-f]   a run's stdout and stderr
 
-``status`` and ``history`` ask the running instance over HTTP, or, when none runs, read the
-state file. ``trigger``, ``enable`` and ``disable`` need the running instance and its token.
+Every command talks to the instance of the FILE it is given, through that installation's
+control socket (beside its state file, or beside FILE; its file permissions are the access
+control), or says that it is not running. ``status``, ``history`` and ``logs`` then read the
+state file instead; ``trigger``, ``enable`` and ``disable`` need the running instance.
 
 Exit codes: 0 done, 1 a problem with the input (one line on stderr, no traceback), 2 a usage
 error.
@@ -23,20 +28,21 @@ import argparse
 import dataclasses
 import json
 import os
-import socket
+import re
+import shutil
 import sys
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
 from datetime import datetime, timezone
 from typing import Sequence
 
 from loguru import logger
 
+from . import __version__
 from .config import WorkerConfig, WorkerExecutionMode
 from .crontab_import import convert_crontab
-from .core import parse_http
-from .errors import ConfigError, OrchestratorError
+from .errors import OrchestratorError
+from .http import _answers, request
 from .state import StateReader
 from .tomlfile import load
 
@@ -63,10 +69,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROGRAM, description="Run the workers of a TOML file, instead of cron.")
+    parser.add_argument("--version", action="version",
+                        version=f"{PROGRAM} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run in the foreground until SIGINT or SIGTERM")
     run.add_argument("file", metavar="FILE", help="the installation's TOML file")
+    run.add_argument("--log-level", default="INFO", type=str.upper,
+                     choices=["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR",
+                              "CRITICAL"], metavar="LEVEL",
+                     help="the least important log lines shown (default: INFO; DEBUG "
+                          "shows due times too)")
+    run.add_argument("--log-file", metavar="PATH",
+                     help="also write the log to PATH (rotated at 10 MB, 5 files kept)")
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="validate FILE, print its workers and graph")
@@ -81,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
                            "orchestrator's zone)")
     plan.add_argument("--hours", type=_positive_hours, default=24.0, metavar="N",
                       help="window length in hours (default: 24)")
+    plan.add_argument("--worker", metavar="NAME", help="only this worker's due times")
+    plan.add_argument("--limit", type=_plan_limit, default=10_000, metavar="N",
+                      help="at most N due times (default: 10,000)")
     plan.add_argument("--json", action="store_true", help="print JSON")
     plan.set_defaults(handler=_plan)
 
@@ -113,8 +131,19 @@ def _parser() -> argparse.ArgumentParser:
         if action == "disable":
             command.add_argument("--stop", action="store_true",
                                  help="also kill its run in progress")
+        if action == "trigger":
+            command.add_argument("--wait", action="store_true",
+                                 help="wait until the run ends; exit 0 only if it succeeded")
         command.add_argument("--json", action="store_true", help="print the answer as JSON")
         command.set_defaults(handler=_control, action=action)
+
+    logs = commands.add_parser("logs", help="a run's stdout and stderr")
+    logs.add_argument("file", metavar="FILE")
+    logs.add_argument("worker", metavar="WORKER")
+    logs.add_argument("--run", metavar="ID", help="this run (default: the newest)")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="while the run goes on, print what it writes")
+    logs.set_defaults(handler=_logs)
     return parser
 
 
@@ -122,9 +151,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(arguments) -> int:
     installation = load(arguments.file)
-    orchestrator = installation.build(http=_http_setting(installation))
+    orchestrator = installation.build()
     logger.remove()
-    logger.add(sys.stderr, level="INFO", format=LOG_FORMAT, backtrace=False, diagnose=False)
+    logger.add(sys.stderr, level=arguments.log_level, format=LOG_FORMAT, backtrace=False,
+               diagnose=False)
+    if arguments.log_file:
+        try:
+            logger.add(arguments.log_file, level=arguments.log_level, format=LOG_FORMAT,
+                       rotation="10 MB", retention=5, backtrace=False, diagnose=False)
+        except OSError as error:
+            raise OrchestratorError(f"--log-file {arguments.log_file}: "
+                                    f"{error.strerror or error}") from None
     logger.enable("orchestrator")
     orchestrator.run_forever()
     if orchestrator.failure is not None:  # it stopped on its own
@@ -152,6 +189,8 @@ def _check(arguments) -> int:
                               "excludes": [list(edge) for edge in excludes]}}
         print(json.dumps(document, indent=2))
         return 0
+    for warning in _missing_programs(configs):
+        print(f"{PROGRAM}: warning: {installation.path}: {warning}", file=sys.stderr)
     print(f"{installation.path}: {len(rows)} worker{'s' if len(rows) != 1 else ''}, no "
           f"problem found")
     print(f"containment: {containment['mode']} ({containment['detail']})")
@@ -175,7 +214,8 @@ def _plan(arguments) -> int:
     orchestrator = load(arguments.file).build()
     start = arguments.start or datetime.now(timezone.utc).replace(microsecond=0)
     try:
-        due = orchestrator.plan(start, arguments.hours)
+        due = orchestrator.plan(start, arguments.hours, limit=arguments.limit,
+                                worker=arguments.worker)
     except OverflowError:
         raise OrchestratorError(f"{arguments.file}: plan: a schedule goes past the last "
                                 f"date Python can represent; shorten --hours or the "
@@ -186,6 +226,9 @@ def _plan(arguments) -> int:
     else:
         for when, name in due:
             print(f"{when.isoformat()} {name}")
+    if due.cut:
+        print(f"{PROGRAM}: plan: cut at {arguments.limit} due times; more fall in the "
+              f"window (use --limit, --hours or --worker)", file=sys.stderr)
     return 0
 
 
@@ -200,7 +243,10 @@ def _from_crontab(arguments) -> int:
             raise OrchestratorError(f"{arguments.crontab}: cannot be read: "
                                     f"{error.strerror or error}") from None
         source = arguments.crontab
-    sys.stdout.write(convert_crontab(text, system=arguments.system, source=source))
+    conversion = convert_crontab(text, system=arguments.system, source=source)
+    sys.stdout.write(conversion.toml)
+    for problem in conversion.problems:
+        print(f"{PROGRAM}: {problem}", file=sys.stderr)
     return 0
 
 
@@ -213,9 +259,10 @@ def _status(arguments) -> int:
             print(json.dumps(document, indent=2))
             return 0
         workers = document["worker_states"]
-        print(f"running (pid {instance.pid or '?'}) at {instance.url}: {len(workers)} workers, "
-              f"{document['running']} running, {document['pending']} pending, "
-              f"max_concurrent {document['max_concurrent']}")
+        print(f"running (pid {document.get('pid') or instance.pid or '?'}), "
+              f"{document['workers']} workers, {document['running']} running, "
+              f"{document['pending']} pending, max_concurrent {document['max_concurrent']}, "
+              f"{document['containment']} containment")
         _print_table(["WORKER", "STATE", "LAST", "DURATION", "NEXT RUN", "REASON"], [
             [name, worker["state"], worker["last_outcome"] or "-",
              _seconds(worker["last_duration"]), _short_time(worker["next_run"]),
@@ -233,7 +280,7 @@ def _status(arguments) -> int:
                           "workers": {name: _json_ready(values) for name, values in
                                       rows.items()}}, indent=2))
         return 0
-    print(f"not running; from the state file {reader.path}")
+    print(f"not running ({instance.why}); from the state file {reader.path}")
     _print_table(["WORKER", "ENABLED", "LAST", "LAST RUN", "FAILURES", "NOTE"], [
         [name, "-", "never ran", "-", "-", ""] if values is None else
         [name, "yes" if values["enabled"] else "no",
@@ -246,134 +293,183 @@ def _status(arguments) -> int:
 
 def _history(arguments) -> int:
     installation = load(arguments.file)
-    instance = _find_instance(installation)
-    if instance.url is not None:
-        query = f"/runs?limit={arguments.limit}"
-        if arguments.worker:
-            query += f"&worker={urllib.parse.quote(arguments.worker)}"
-        runs = _ask(instance, "GET", query)
-    else:
-        reader = _state_reader(installation, instance)
-        try:
-            runs = [record.as_dict() for record in reader.recent(arguments.worker,
-                                                                  arguments.limit)]
-        finally:
-            reader.close()
+    runs = _recent_runs(installation, _find_instance(installation), arguments.worker,
+                        arguments.limit)
     if arguments.json:
         print(json.dumps(runs, indent=2))
         return 0
     _print_table(["RUN", "WORKER", "CAUSE", "DUE", "STARTED", "DURATION", "OUTCOME",
-                  "ATTEMPTS", "ERROR"], [
+                  "ATTEMPTS", "WHY"], [
         [run["run_id"], run["worker"], run["cause"], _short_time(run["due_at"]),
          _short_time(run["started_at"]), _seconds(run["duration_seconds"]),
-         run["outcome"] or run["state"], str(run["attempts"]), run["error"] or ""]
+         run["outcome"] or run["state"], str(run["attempts"]), _why(run)]
         for run in runs])
     return 0
+
+
+def _recent_runs(installation, instance: "_Instance", worker: str | None,
+                 limit: int) -> list[dict]:
+    """Run records as JSON, newest first, from the running instance or the state file."""
+    if instance.url is not None:
+        query = f"/runs?limit={limit}"
+        if worker:
+            query += f"&worker={urllib.parse.quote(worker)}"
+        return _ask(instance, "GET", query)
+    reader = _state_reader(installation, instance)
+    try:
+        return [record.as_dict() for record in reader.recent(worker, limit)]
+    finally:
+        reader.close()
+
+
+def _why(run: dict) -> str:
+    """For a run that did not succeed, the line that says why: the last line of its stderr,
+    else its error."""
+    if run.get("outcome") in (None, "succeeded"):
+        return ""
+    lines = [line for line in (run.get("stderr_tail") or "").splitlines() if line.strip()]
+    text = lines[-1].strip() if lines else run.get("error") or ""
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def _control(arguments) -> int:
     installation = load(arguments.file)
     instance = _find_instance(installation)
     if instance.url is None:
-        raise OrchestratorError(f"{installation.path}: no running orchestrator found for this "
-                                f"file ({instance.why}); {arguments.action} needs one")
-    token = installation.orchestrator_options.get("http_token")
-    if token is None:
-        raise OrchestratorError(f"{installation.path}: {arguments.action} needs the token: set "
-                                f"http_token_file in [orchestrator] (and restart the "
-                                f"orchestrator)")
+        raise OrchestratorError(f"{installation.path}: not running ({instance.why}); "
+                                f"{arguments.action} needs the running orchestrator")
+    token = None
+    if not instance.url.startswith("unix:"):  # plain HTTP: the control routes need the token
+        token = installation.orchestrator_options.get("http_token")
+        if token is None:
+            raise OrchestratorError(f"{installation.path}: {arguments.action} over HTTP needs "
+                                    f"the token: set http_token_file in [orchestrator]")
     path = f"/workers/{urllib.parse.quote(arguments.worker, safe='')}/{arguments.action}"
+    waiting = getattr(arguments, "wait", False)
     if getattr(arguments, "stop", False):
         path += "?stop=1"
-    answer = _ask(instance, "POST", path, token)
+    if waiting:
+        path += "?wait=1"
+    answer = _ask(instance, "POST", path, token, timeout=None if waiting else 30)
     if arguments.json:
         print(json.dumps(answer, indent=2))
+    elif waiting:
+        outcome = answer.get("outcome")
+        print(f"{arguments.worker}: run {answer.get('run_id')} {outcome} in "
+              f"{_seconds(answer.get('duration_seconds'))}"
+              + (f": {answer['error']}" if answer.get("error") else ""))
+    elif arguments.action == "trigger":
+        print(answer.get("message") or f"{arguments.worker}: a run is queued (due now); "
+                                       f"'orchestrator history' shows how it ends")
     else:
-        print(answer.get("message") or f"{arguments.action}: {arguments.worker}: done")
+        print(f"{arguments.worker}: {arguments.action}d")
+    if waiting:
+        return 0 if answer.get("outcome") == "succeeded" else 1
     return 0
+
+
+def _logs(arguments) -> int:
+    installation = load(arguments.file)
+    instance = _find_instance(installation)
+    run_id = arguments.run
+    if run_id is None:
+        runs = _recent_runs(installation, instance, arguments.worker, 1)
+        if not runs:
+            raise OrchestratorError(f"{installation.path}: worker {arguments.worker!r} has "
+                                    f"no run yet")
+        run_id = runs[0]["run_id"]
+    if instance.url is None:  # not running: the record's tails
+        reader = _state_reader(installation, instance)
+        try:
+            record = reader.find(run_id)
+        finally:
+            reader.close()
+        if record is None or record.worker != arguments.worker:
+            raise OrchestratorError(f"{installation.path}: no run {run_id!r} of "
+                                    f"{arguments.worker!r} in the state file")
+        sys.stdout.write(record.stdout_tail)
+        sys.stderr.write(record.stderr_tail)
+        return 0
+    offsets = {"stdout_from": 0, "stderr_from": 0}
+    while True:
+        answer = _ask(instance, "GET", f"/runs/{urllib.parse.quote(run_id, safe='')}/output?"
+                      + urllib.parse.urlencode(offsets))
+        if answer["worker"] != arguments.worker:
+            raise OrchestratorError(f"run {run_id!r} is a run of {answer['worker']!r}, not "
+                                    f"of {arguments.worker!r}")
+        sys.stdout.write(answer["stdout"])
+        sys.stderr.write(answer["stderr"])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        offsets = {"stdout_from": answer["stdout_offset"],
+                   "stderr_from": answer["stderr_offset"]}
+        if not arguments.follow or not answer["running"]:
+            return 0
+        time.sleep(FOLLOW_SECONDS)
+
+
+#: How often ``logs -f`` asks for what a running run wrote since.
+FOLLOW_SECONDS = 0.5
 
 
 # -- the running instance ------------------------------------------------------------------
 
-#: Where ``orchestrator run`` serves status when the file does not say (S10).
-DEFAULT_HTTP = "127.0.0.1:8765"
-
-
 @dataclasses.dataclass
 class _Instance:
-    url: str | None
+    url: str | None      # unix:PATH (the control socket) or http://host:port
     pid: int | None
-    why: str = ""
-
-
-def _http_setting(installation) -> str | None:
-    """The file's ``http`` (``false``: off), or the command line's default."""
-    value = installation.orchestrator_options.get("http", DEFAULT_HTTP)
-    return None if value is False else value
+    why: str = ""        # why none runs
 
 
 def _find_instance(installation) -> _Instance:
-    """The running orchestrator of this file: its lock file names it and its URL; without
-    a state file, the configured address is tried."""
+    """The running orchestrator of this installation: it answers on the installation's
+    control socket; without one, its state file names its HTTP address."""
+    socket_path = installation.orchestrator_options.get("control_socket")
+    if socket_path:
+        if _answers(socket_path):
+            return _Instance(f"unix:{socket_path}", None)
+        why = f"nothing answers on {socket_path}"
+    else:
+        why = "control_socket is off"
     state_path = installation.orchestrator_options.get("state_path")
-    if state_path is not None:
-        if not os.path.exists(state_path):
-            return _Instance(None, None, f"the state file {state_path} does not exist yet")
-        reader = StateReader(state_path)
-        try:
-            announced = reader.instance()
-        finally:
-            reader.close()
-        if announced is None:
-            return _Instance(None, None, f"the state file {state_path} is not in use")
-        pid = int(announced["pid"]) if announced.get("pid", "").isdigit() else None
-        url = announced.get("url")
-        if url is None:
-            return _Instance(None, pid, f"pid {pid} runs without http")
-        return _Instance(url, pid)
+    if state_path is None or not os.path.exists(state_path):
+        return _Instance(None, None, why)
+    reader = StateReader(state_path)
     try:
-        address = parse_http(_http_setting(installation))
-    except ConfigError as error:
-        raise ConfigError(f"{installation.path}: {error}", field="http") from None
-    if address is None:
-        return _Instance(None, None, "http is off and there is no state file")
-    host, port = address
-    url = f"http://{host}:{port}"
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-    except OSError as error:
-        return _Instance(None, None, f"nothing answers at {url}: {error.strerror or error}")
-    return _Instance(url, None)
+        announced = reader.instance()
+    finally:
+        reader.close()
+    if announced is None:
+        return _Instance(None, None, f"{why}, and the state file is not in use")
+    pid = int(announced["pid"]) if announced.get("pid", "").isdigit() else None
+    if announced.get("url"):
+        return _Instance(announced["url"], pid)
+    return _Instance(None, pid, f"pid {pid} holds the state file but serves no control "
+                                f"socket or HTTP")
 
 
 def _state_reader(installation, instance: _Instance) -> StateReader:
     state_path = installation.orchestrator_options.get("state_path")
     if state_path is None:
-        raise OrchestratorError(f"{installation.path}: no running orchestrator found "
-                                f"({instance.why}), and the file has no state_path to read "
-                                f"instead")
+        raise OrchestratorError(f"{installation.path}: not running ({instance.why}), and the "
+                                f"file has no state_path to read instead")
     return StateReader(state_path)
 
 
-def _ask(instance: _Instance, method: str, path: str, token: str | None = None):
+def _ask(instance: _Instance, method: str, path: str, token: str | None = None, *,
+         timeout: float | None = 30):
     """One request to the running instance; its JSON answer, or a one-line error."""
-    request = urllib.request.Request(instance.url + path, method=method, data=b""
-                                     if method == "POST" else None)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        try:
-            detail = json.loads(error.read()).get("error") or error.reason
-        except ValueError:
-            detail = error.reason
-        raise OrchestratorError(f"{instance.url}{path.split('?')[0]}: {error.code} "
-                                f"{detail}") from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise OrchestratorError(f"{instance.url}: cannot be reached: {reason}") from None
+        code, answer = request(instance.url, method, path, token, timeout=timeout)
+    except OSError as error:
+        raise OrchestratorError(f"{instance.url} cannot be reached: "
+                                f"{error.strerror or error}") from None
+    if code >= 400:
+        detail = answer.get("error") if isinstance(answer, dict) else answer
+        if code == 403:
+            detail = f"{detail}: http_token_file must hold the running instance's token"
+        raise OrchestratorError(f"{method} {path.split('?')[0]}: {detail} ({code})")
+    return answer
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -406,6 +502,47 @@ def _json_ready(values):
     return {key: (value.isoformat() if isinstance(value, datetime) else
                   value.value if hasattr(value, "value") else value)
             for key, value in values.items()}
+
+
+# What /bin/sh runs itself, which no PATH lookup finds.
+_SHELL_WORDS = frozenset(
+    "alias bg break case cd command continue eval exec exit export false fg for getopts "
+    "hash if jobs kill printf pwd read readonly return set shift test times trap true "
+    "type ulimit umask unalias unset until wait while echo".split())
+
+
+def _missing_programs(configs) -> list[str]:
+    """Warnings for command workers whose program is not on PATH (``check`` does not fail
+    for them: the machine that runs the file may have it)."""
+    warnings = []
+    for config in configs:
+        command = config.command
+        if command is None:
+            continue
+        if isinstance(command, str):  # a shell line: its first word, if it is a plain one
+            words = command.split()
+            program = words[0] if words and re.fullmatch(r"[\w./+-]+", words[0]) else None
+            if program in _SHELL_WORDS:
+                program = None
+        else:
+            program = command[0]
+        if program is None:
+            continue
+        path = (config.env or {}).get("PATH", os.environ.get("PATH", os.defpath))
+        where = config.cwd or os.getcwd()
+        found = os.access(os.path.join(where, program), os.X_OK) if os.path.dirname(program) \
+            else shutil.which(program, path=path) is not None
+        if not found:
+            warnings.append(f"worker {config.name!r}: program {program!r} is not found "
+                            f"{'' if os.path.dirname(program) else 'on PATH '}here")
+    return warnings
+
+
+def _plan_limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to "
+                                         f"10,000,000")
+    return int(text)
 
 
 def _limit(text: str) -> int:
@@ -457,7 +594,7 @@ def _positive_hours(text: str) -> float:
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error)
+    text = str(error).removeprefix(f"{PROGRAM}: ")  # the line gets the prefix once
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         text = f"{error.filename}: {error.strerror}"
     return text.replace("\r", "\\r").replace("\n", "\\n")

@@ -210,8 +210,8 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
             check.fail(key, f"is not a worker option{suggest(key, OPTIONS)}")
 
     if (fn is None) == (command is None):
-        check.fail("fn", "give exactly one of a function (fn) or command=[...]; got "
-                         + ("both" if fn is not None else "neither"))
+        check.fail("fn", "and command: give exactly one of them, a function or "
+                         "command=[...]; got " + ("both" if fn is not None else "neither"))
     values: dict[str, Any] = {"name": name}
     if fn is not None:
         values["function"] = check.function(fn, decorating)
@@ -431,13 +431,19 @@ class _Checker:
             except ValueError as error:
                 self.fail(field, f"cannot be split like a shell line ({error}); check its "
                                  f"quotes, or pass a list")
-            return tuple(argv)
+            return self._program(tuple(argv), field)
         if isinstance(value, (list, tuple)):
             if not value or not all(isinstance(part, (str, os.PathLike)) for part in value):
                 self.fail(field, f"must be a non-empty list of strings, got {value!r}")
-            argv = tuple(os.fspath(part) for part in value)
+            argv = self._program(tuple(os.fspath(part) for part in value), field)
             return shlex.join(argv) if shell else argv
         self.fail(field, f"must be a list of strings or a string, got {value!r}")
+
+    def _program(self, argv: tuple, field: str) -> tuple:
+        if not argv or not argv[0].strip():
+            self.fail(field, f"names no program (its first item is empty), got "
+                             f"{_short(list(argv))}; give the program's name or path first")
+        return argv
 
     def cron(self, value: Any) -> str:
         from .cron import parse_crontab

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import grp
 import os
 import signal
 import threading
@@ -20,10 +21,12 @@ from loguru import logger
 from .config import (DEFAULT_MAX_RESULT_BYTES, MAX_MAX_RESULT_BYTES, WorkerConfig, build_config,
                      check_name, parse_timezone, suggest)
 from .dispatcher import Dispatcher
-from .errors import ConfigError, NotRunningError, OrchestratorError, UnknownWorkerError
+from .errors import (ConfigError, NestedStartError, NotRunningError, OrchestratorError,
+                     UnknownWorkerError)
 from .events import EventBus, RunEvent
 from .execution.base import RunExecutor
 from .execution.process import CONTAINMENTS, ProcessExecutor
+from .execution.wire import IMPORTING_VARIABLE
 from .history import MemoryHistory
 from .state import StateStore
 from .runs import Outcome, RunRecord
@@ -36,6 +39,11 @@ MAX_PLAN_HOURS = 87600
 #: How many due times plan() gives at most, unless told otherwise, and at most at all.
 DEFAULT_PLAN_LIMIT = 10_000
 MAX_PLAN_LIMIT = 10_000_000
+#: Why start() refuses inside the launcher (see execution/_launcher.py: it imports the main
+#: script to find the workers' functions, as multiprocessing's spawn does).
+UNGUARDED_START = ("the main script starts an orchestrator when it is imported, and the "
+                   "launcher imports it to find the workers' functions; put the start (start() "
+                   "or run_forever()) under  if __name__ == \"__main__\":")
 #: How long stop() waits for killed runs to be gone, beyond their kill grace.
 KILL_SETTLE_SECONDS = 30.0
 
@@ -53,6 +61,11 @@ class WorkerOrchestrator:
         free port; see :attr:`http_url`); ``None`` (default) serves nothing.
     :param http_token: the bearer token that allows the ``POST`` control routes; without
         it those routes are off.
+    :param control_socket: the Unix socket the command line steers this orchestrator
+        through (``orchestrator status|trigger|logs FILE ...``); its file permissions are the
+        access control (owner only). Default: ``STATE_PATH.sock`` beside the state file, none
+        without a state file; ``False``: none.
+    :param control_socket_group: a group whose members may use the control socket too.
     :param max_result_bytes: the largest pickled result a function worker may return
         (default 1 MiB; a worker's own ``max_result_bytes`` wins); a bigger one fails its run.
     :param containment: what keeps each attempt's processes together: ``"auto"``
@@ -67,7 +80,9 @@ class WorkerOrchestrator:
                  timezone: str | tzinfo | None = None, executor: RunExecutor | None = None,
                  clock=None, history_limit: int = 1000, http: str | None = None,
                  http_token: str | None = None, containment: str = "auto",
-                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES):
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+                 control_socket: str | os.PathLike | bool | None = None,
+                 control_socket_group: str | None = None):
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) \
                 or max_concurrent < 1:
             raise ConfigError(f"orchestrator: max_concurrent must be a whole number of at "
@@ -79,6 +94,12 @@ class WorkerOrchestrator:
         if state_path is not None and not isinstance(state_path, (str, os.PathLike)):
             raise ConfigError(f"orchestrator: state_path must be a file path or None, got "
                               f"{state_path!r}", field="state_path")
+        if state_path is not None:
+            directory = os.path.dirname(os.path.abspath(os.fspath(state_path)))
+            if not os.path.isdir(directory):
+                raise ConfigError(f"orchestrator: state_path {os.fspath(state_path)!r} is in "
+                                  f"{directory}, which does not exist; create it, or choose "
+                                  f"another state_path", field="state_path")
         if timezone is not None:
             timezone = parse_timezone(timezone)
         if isinstance(max_result_bytes, bool) or not isinstance(max_result_bytes, int) \
@@ -111,6 +132,23 @@ class WorkerOrchestrator:
         #: Why the orchestrator stopped on its own (its state file was replaced), or None.
         self.failure: str | None = None
         self._http_address = parse_http(http)
+        if control_socket is None and state_path is not None:
+            control_socket = os.fspath(state_path) + ".sock"
+        if control_socket is not None and control_socket is not False and \
+                not isinstance(control_socket, (str, os.PathLike)):
+            raise ConfigError(f"orchestrator: control_socket must be a path, None or False, "
+                              f"got {control_socket!r}", field="control_socket")
+        self._control_path = None if control_socket in (None, False) else \
+            os.path.abspath(os.fspath(control_socket))
+        if control_socket_group is not None:
+            try:
+                grp.getgrnam(control_socket_group)
+            except (KeyError, TypeError):
+                raise ConfigError(f"orchestrator: control_socket_group {control_socket_group!r} "
+                                  f"is not a group of this machine", field="control_socket_group"
+                                  ) from None
+        self._control_group = control_socket_group
+        self._control_server = None
         if http_token is not None and (not isinstance(http_token, str) or not http_token
                                        or not http_token.isascii()
                                        or not http_token.isprintable() or " " in http_token):
@@ -158,6 +196,8 @@ class WorkerOrchestrator:
             from a newer release.
         :raises OrchestratorError: if this orchestrator was already stopped.
         """
+        if os.environ.get(IMPORTING_VARIABLE):
+            raise NestedStartError(UNGUARDED_START)
         with self._lifecycle:
             dispatcher = self._dispatcher
             if dispatcher.state == "running":
@@ -167,22 +207,27 @@ class WorkerOrchestrator:
                                         "WorkerOrchestrator to start again")
             dispatcher.store.open()  # the instance lock; raises StateError if taken
             try:
+                self._control_server = self._bind_control()
                 self._http_server = self._bind_http()
                 dispatcher.call(dispatcher.begin)
                 self._executor.start()  # cleans up after dead launchers; starts its own
             except BaseException:
                 dispatcher.store.close()
-                if self._http_server is not None:
-                    self._http_server.stop()
-                    self._http_server = None
+                for server in (self._control_server, self._http_server):
+                    if server is not None:
+                        server.stop()
+                self._control_server = self._http_server = None
                 raise
             dispatcher.start_thread()
             self._watch_state_file()
-            if self._http_server is not None:
-                self._http_server.start()
-                dispatcher.call(functools.partial(dispatcher.store.announce,
-                                                  url=self._http_server.url))
-                logger.info("serving status on {}", self._http_server.url)
+            announced = {}
+            for server, key in ((self._control_server, "socket"), (self._http_server, "url")):
+                if server is not None:
+                    server.start()
+                    announced[key] = server.url
+                    logger.info("serving status and control on {}", server.url)
+            if announced:
+                dispatcher.call(functools.partial(dispatcher.store.announce, **announced))
             logger.info("orchestrator started with {} workers, max_concurrent={}",
                         len(dispatcher.names()), dispatcher.max_concurrent)
 
@@ -214,8 +259,9 @@ class WorkerOrchestrator:
                 self._file_watch = None
             self._executor.shutdown(wait=True, cancel_futures=True)
             dispatcher.call(dispatcher.end)
-            if self._http_server is not None:
-                self._http_server.stop()  # before the store it reads from closes
+            for server in (self._http_server, self._control_server):
+                if server is not None:
+                    server.stop()  # before the store it reads from closes
             dispatcher.store.close()
             logger.info("orchestrator stopped")
 
@@ -263,8 +309,27 @@ class WorkerOrchestrator:
             return StatusServer(self, host, port, self._http_token)
         except OSError as error:
             raise ConfigError(f"orchestrator: http cannot listen on {host}:{port}: "
-                              f"{error.strerror}; choose another port or http=None",
-                              field="http") from None
+                              f"{error.strerror}; choose another port, or leave http out "
+                              f"(in a TOML file: http = false)", field="http") from None
+
+    def _bind_control(self):
+        """The control socket's server, bound but not yet serving; ``None`` without one."""
+        if self._control_path is None:
+            return None
+        from .http import StatusServer
+
+        try:
+            return StatusServer(self, unix_socket=self._control_path,
+                                socket_group=self._control_group)
+        except OSError as error:
+            raise ConfigError(f"orchestrator: the control socket {self._control_path} cannot "
+                              f"be made: {error.strerror or error}", field="control_socket"
+                              ) from None
+
+    @property
+    def control_socket(self) -> str | None:
+        """The path of the control socket (served once started), or ``None``."""
+        return self._control_path
 
     @property
     def http_url(self) -> str | None:
@@ -364,6 +429,58 @@ class WorkerOrchestrator:
             return True
         record: RunRecord = waiter.result(timeout)
         return record.outcome is Outcome.SUCCEEDED
+
+    def run_worker(self, name: str, timeout: float | None = None) -> RunRecord:
+        """Make a run of ``name`` due now, wait until it has ended, and return its record
+        (``trigger_worker(wait=True)`` with the whole answer).
+
+        :raises UnknownWorkerError: if no worker has that name.
+        :raises NotRunningError: before :meth:`start`, for a disabled worker, or while the
+            orchestrator stops.
+        :raises TimeoutError: if ``timeout`` passed first.
+        """
+        if self._dispatcher.state != "running":
+            raise NotRunningError(f"worker {name!r}: run_worker() needs a running "
+                                  f"orchestrator; call start() first")
+        if self._dispatcher.on_dispatcher_thread():
+            raise OrchestratorError(f"worker {name!r}: run_worker() was called from a "
+                                    f"listener, on the dispatcher thread the run needs")
+        waiter = self._dispatcher.call(self._dispatcher.trigger, name)
+        if waiter is None:
+            raise NotRunningError(f"worker {name!r} is disabled (or the orchestrator is "
+                                  f"stopping); enable it first")
+        return waiter.result(timeout)
+
+    def output(self, run_id: str, stdout_from: int = 0, stderr_from: int = 0) -> dict:
+        """What run ``run_id`` wrote to stdout and stderr after those byte offsets: live
+        while it runs (the last 64 KiB are kept), else from its record.
+
+        :returns: ``{"run_id", "worker", "running", "stdout", "stderr", "stdout_offset",
+            "stderr_offset"}``; ask again from the offsets for what follows.
+        :raises UnknownWorkerError: if no run has that id.
+        """
+        for view in self._dispatcher.snapshot.workers.values():
+            run = view.running
+            if run is None or run.run_id != run_id or run.future is None:
+                continue
+            answer = self._executor.output(run.future, stdout_from, stderr_from)
+            live = answer.result(5) if answer is not None else None
+            if live is not None:
+                return {"run_id": run_id, "worker": view.name, "running": True,
+                        "stdout": live.stdout, "stderr": live.stderr,
+                        "stdout_offset": live.stdout_offset,
+                        "stderr_offset": live.stderr_offset}
+            break  # it ended meanwhile: its record says the rest
+        record = self._dispatcher.store.find(run_id)
+        if record is None:
+            raise UnknownWorkerError(f"no run {run_id!r} (it may be older than the history "
+                                     f"kept)")
+        out, err = _after(record.stdout_tail, record.stdout_bytes, stdout_from), \
+            _after(record.stderr_tail, record.stderr_bytes, stderr_from)
+        return {"run_id": run_id, "worker": record.worker, "running": record.ended_at is None,
+                "stdout": out, "stderr": err,
+                "stdout_offset": record.stdout_bytes or len(record.stdout_tail.encode()),
+                "stderr_offset": record.stderr_bytes or len(record.stderr_tail.encode())}
 
     def enable_worker(self, name: str) -> None:
         """Enable ``name`` and reset its consecutive failures."""
@@ -469,6 +586,13 @@ class WorkerOrchestrator:
 
     def remove_listener(self, callback: Callable[[RunEvent], Any]) -> None:
         self._events.remove_listener(callback)
+
+
+def _after(tail: str, total: int | None, offset: int) -> str:
+    """The part of a run's kept tail after byte ``offset`` of its whole output."""
+    data = tail.encode()
+    total = len(data) if total is None else total
+    return data[max(0, offset - (total - len(data))):].decode("utf-8", "replace")
 
 
 def parse_http(value) -> tuple[str, int] | None:

@@ -8,7 +8,12 @@
                                                     MAILTO: a note to use on_failure)
                             schedule [user] cmd  -> [workers.NAME] (@reboot: run at start)
                             anything else        -> a comment saying why it was left out
-                 --tomllib--> checked to parse, then printed
+                 --tomllib--> checked to parse
+                 ---return--> Conversion(toml: a header, [orchestrator], then the lines above;
+                                         problems: a message per line left out or changed)
+
+The ``[orchestrator]`` table keeps state and history in ``state.db`` beside the file, so a
+restart loses nothing, and shows the control settings, the optional ones commented out.
 
 Commands of a crontab are shell lines, so each becomes ``command = "..."`` with
 ``shell = true`` (or ``[SHELL, "-c", "..."]`` for a ``SHELL`` other than ``/bin/sh``). The
@@ -24,11 +29,12 @@ import re
 import shlex
 import tomllib
 import zoneinfo
+from typing import NamedTuple
 
 from .config import NAME_PATTERN
 from .cron import parse_crontab
 
-__all__ = ["convert_crontab"]
+__all__ = ["Conversion", "convert_crontab"]
 
 DEFAULT_SHELL = "/bin/sh"
 
@@ -46,6 +52,35 @@ _SCRIPT_SUFFIX = re.compile(r"\.(sh|bash|py|pl|php|rb|js)$")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _CRON_ONLY_VARIABLES = {"MAILTO", "MAILFROM", "CONTENT_TYPE", "CONTENT_TRANSFER_ENCODING",
                         "RANDOM_DELAY", "CRON_CORRECT_MAIL_HEADER"}
+_SHOWN_LENGTH = 80  # of a crontab line or command quoted in a message
+
+# State beside the file (relative paths are read from the file's directory). The rest are
+# commented out, so the reader sees how the instance is reached: the control socket as its
+# default says, HTTP not at all unless set.
+_ORCHESTRATOR_TABLE = [
+    "[orchestrator]",
+    "# State and run history, in a SQLite file beside this one: a restart loses nothing.",
+    'state_path = "state.db"',
+    "# The command line steers the running instance through this socket (the default).",
+    '# control_socket = "state.db.sock"',
+    "# Off unless set: status, metrics and a dashboard over HTTP.",
+    '# http = "127.0.0.1:8765"',
+    "# The token that trigger, enable and disable over HTTP need, in a file beside this one.",
+    '# http_token_file = "token"',
+]
+
+
+class Conversion(NamedTuple):
+    """What :func:`convert_crontab` made of a crontab.
+
+    :param toml: the installation's TOML text, with a comment for every crontab line.
+    :param problems: one line each, for the command line to print on stderr: every crontab
+        line that was left out, or whose command changed because of ``%`` or ``@reboot``
+        (``SOURCE line N: 'LINE': what was done``), then one if no line became a worker.
+    """
+
+    toml: str
+    problems: list[str]
 
 
 @dataclasses.dataclass
@@ -57,47 +92,81 @@ class _Context:
     timezone: str | None = None
 
 
-def convert_crontab(text: str, *, system: bool = False, source: str = "crontab") -> str:
-    """The TOML of an installation doing what the crontab ``text`` does.
+@dataclasses.dataclass(frozen=True)
+class _Line:
+    """One crontab line, and where messages about it go."""
+
+    source: str
+    number: int
+    text: str  # without the blanks around it
+    problems: list[str]  # the conversion's, shared by all its lines
+
+    def report(self, what: str) -> None:
+        self.problems.append(_printable(f"{self.source} line {self.number}: "
+                                        f"{_shown(self.text)}: {what}"))
+
+    def left_out(self, reason: str, shown: str | None = None) -> list[str]:
+        """The comment for a line that has no equivalent, reported with ``reason``."""
+        self.report(f"left out: {reason}")
+        return [f"# line {self.number}: cannot be expressed: "
+                f"{_comment(self.text if shown is None else shown)}: {_comment(reason)}"]
+
+
+def convert_crontab(text: str, *, system: bool = False,
+                    source: str = "crontab") -> Conversion:
+    """The TOML of an installation doing what the crontab ``text`` does, and what the reader
+    must know about it.
 
     :param system: the /etc/crontab and /etc/cron.d format, with a user before the command.
-    :param source: the crontab's name, for the header comment.
-    :returns: TOML text that :func:`orchestrator.tomlfile.load` reads; every line that has no
-        equivalent is a comment saying so.
+    :param source: the crontab's name, for the header comment and the messages.
+    :returns: the TOML, which :func:`orchestrator.tomlfile.load` reads when at least one line
+        became a worker (every line that has no equivalent is a comment saying so), and the
+        problems, in the order of the lines.
     """
-    out = [f"# Converted from {source} by orchestrator from-crontab.",
+    out = [f"# Converted from {_comment(source)} by orchestrator from-crontab.",
            "# Each worker keeps cron's behaviour: no timeout (timeout_seconds = false), no retry,",
            "# never disabled after failures, and background processes it leaves are not killed.",
            "# Unlike cron, a run that is still going when the next one is due is not started",
            "# twice: that due time is skipped (overlap = \"skip\").",
            "# Commands get the orchestrator's environment plus the env below, not cron's",
-           "# minimal one.", ""]
+           "# minimal one.", "", *_ORCHESTRATOR_TABLE, ""]
     context = _Context()
     names: set[str] = set()
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line:
+    problems: list[str] = []
+    # Lines end at "\n" only, as for cron (str.splitlines also ends them at "\f", "\x1c",
+    # "\u2028"...), so the line numbers of the messages are the editor's.
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = _Line(source, number, raw.strip(), problems)
+        if not line.text:
             if out[-1] != "":
                 out.append("")
             continue
-        if line.startswith("#"):
-            out.append(_comment(line))
+        if line.text.startswith("#"):
+            out.append(_comment(line.text))
             continue
         environment = _ENVIRONMENT_LINE.fullmatch(raw)
-        if environment and not line.startswith("@"):
+        if environment and not line.text.startswith("@"):
             name = next(group for group in environment.groups()[:3] if group is not None)
-            out.extend(_environment(name, _unquote(environment.group(4)), context, number))
+            out.extend(_environment(name, _unquote(environment.group(4)), context, line))
             continue
-        out.extend(_job(line, number, system, context, names))
-    while out and out[-1] == "":
+        out.extend(_job(line, system, context, names))
+    while out[-1] == "":
         out.pop()
+    if not names:
+        out += ["", "# No line of the crontab became a worker: add a [workers.NAME] table, "
+                    "since a file", "# without workers does not load."]
+        problems.append(_printable(
+            f"{source}: nothing could be converted: no line became a worker, so the output "
+            f"is only the [orchestrator] table; add a [workers.NAME] table, since "
+            f"orchestrator check, plan and run refuse a file without workers"))
     result = "\n".join(out) + "\n"
     tomllib.loads(result)  # what is printed must parse; a failure here is a bug
-    return result
+    return Conversion(result, problems)
 
 
-def _environment(name: str, value: str, context: _Context, number: int) -> list[str]:
+def _environment(name: str, value: str, context: _Context, line: _Line) -> list[str]:
     shown = f"{name}={value}"
+    number = line.number
     if name == "SHELL":
         context.shell = value or DEFAULT_SHELL
         return [f"# line {number}: {_comment(shown)}: the shell of the commands below"]
@@ -105,27 +174,29 @@ def _environment(name: str, value: str, context: _Context, number: int) -> list[
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-            return [f"# line {number}: cannot be expressed: {_comment(shown)}: not a known "
-                    f"IANA time zone; the lines below keep the previous zone"]
+            return line.left_out("not a known IANA time zone; the lines below keep the "
+                                 "previous zone", shown)
         context.timezone = value
         if name == "TZ":
             context.env[name] = value
         return [f"# line {number}: {_comment(shown)}: the timezone of the lines below"]
+    if name == "MAILTO" and not value:
+        return [f"# line {number}: {_comment(shown)}: cron sends no mail, nor does the "
+                f"orchestrator"]
     if name in _CRON_ONLY_VARIABLES:
         hint = (" to be told about failures, give a worker on_failure = \"mail -s 'job failed' "
                 f"{value}\" (it gets ORCHESTRATOR_WORKER and ORCHESTRATOR_ERROR)"
-                if name == "MAILTO" and value else "")
-        return [f"# line {number}: cannot be expressed: {_comment(shown)}: no equivalent;"
-                f"{_comment(hint)}"]
+                if name == "MAILTO" else "")
+        return line.left_out(f"no equivalent;{hint}", shown)
     context.env[name] = value
     return [f"# line {number}: {_comment(shown)}: in the env of the workers below"]
 
 
-def _job(line: str, number: int, system: bool, context: _Context,
-         names: set[str]) -> list[str]:
-    note = [f"# line {number}: {_comment(line)}"]
-    fields = line.split(None, 1 if line.startswith("@") else 5)
-    schedule_fields = 1 if line.startswith("@") else 5
+def _job(line: _Line, system: bool, context: _Context, names: set[str]) -> list[str]:
+    text = line.text
+    note = [f"# line {line.number}: {_comment(text)}"]
+    fields = text.split(None, 1 if text.startswith("@") else 5)
+    schedule_fields = 1 if text.startswith("@") else 5
     if system:
         if len(fields) > schedule_fields:
             user_and_rest = fields[schedule_fields].split(None, 1)
@@ -135,25 +206,32 @@ def _job(line: str, number: int, system: bool, context: _Context,
         needed = schedule_fields + 1
     if len(fields) < needed:
         what = "a schedule, a user and a command" if system else "a schedule and a command"
-        return [f"# line {number}: cannot be expressed: {_comment(line)}: expected {what}"]
+        return line.left_out(f"expected {what}")
     schedule = " ".join(fields[:schedule_fields])
     user = fields[schedule_fields] if system else None
-    command = fields[-1]
 
     reboot = schedule.lower() == "@reboot"
     if not reboot:
         try:
             parse_crontab(schedule)
         except ValueError as error:
-            return [f"# line {number}: cannot be expressed: {_comment(line)}: {_comment(str(error))}"]
-    command, stdin = _split_percent(command)
+            return line.left_out(str(error))
+    command, stdin = _split_percent(fields[-1])
     if not command.strip():
-        return [f"# line {number}: cannot be expressed: {_comment(line)}: the command is empty"]
+        return line.left_out("the command is empty")
+    name = _unique(_name_for(command, user), names)
     if stdin is not None:
         note.append("# the text after % goes to the command's standard input, as cron does")
+        given = f"{_shown(stdin)} as its" if stdin else "an empty"
+        line.report(f"an unescaped % ends the command, as under cron: the worker runs "
+                    f"{_shown(command)} with {given} standard input; write \\% where a "
+                    f"literal % is meant")
         command = _with_stdin(command, stdin)
+    if reboot:
+        note.append("# runs each time the orchestrator starts, where cron runs it at boot")
+        line.report("became a worker with run_at_start = true: it runs each time the "
+                    "orchestrator starts, not once per boot")
 
-    name = _unique(_name_for(fields[-1].split("%", 1)[0], user), names)
     lines = [*note, f"[workers.{_key(name)}]"]
     if reboot:
         lines += ['execution_mode = "triggered"', "run_at_start = true"]
@@ -176,36 +254,47 @@ def _job(line: str, number: int, system: bool, context: _Context,
 
 
 def _split_percent(command: str) -> tuple[str, str | None]:
-    """crontab(5): an unescaped ``%`` ends the command; the rest, with ``%`` as newlines, is
-    its standard input. ``\\%`` is a literal ``%``.
+    """The command and its standard input (None: no ``%``), as cron(8) splits them.
+
+    In the command a backslash escapes the character after it: ``\\%`` is a literal ``%``
+    (the backslash dropped), any other pair is kept as it is (so ``\\\\%`` still ends the
+    command). The first unescaped ``%`` ends the command; in the rest, ``\\%`` is ``%`` and
+    every other ``%`` a newline.
     """
     parts: list[str] = []
-    stdin: list[str] | None = None
     index = 0
-    current = parts
     while index < len(command):
         char = command[index]
-        if char == "\\" and command[index + 1:index + 2] == "%":
-            current.append("%")
+        if char == "\\" and index + 1 < len(command):
+            following = command[index + 1]
+            parts.append(following if following == "%" else char + following)
             index += 2
             continue
         if char == "%":
-            if stdin is None:
-                stdin = []
-                current = stdin
-            else:
-                current.append("\n")
-            index += 1
-            continue
-        current.append(char)
+            break
+        parts.append(char)
         index += 1
-    return "".join(parts), None if stdin is None else "".join(stdin)
+    else:
+        return "".join(parts), None
+    stdin: list[str] = []
+    rest = command[index + 1:]
+    index = 0
+    while index < len(rest):
+        if rest.startswith("\\%", index):
+            stdin.append("%")
+            index += 2
+            continue
+        stdin.append("\n" if rest[index] == "%" else rest[index])
+        index += 1
+    return "".join(parts), "".join(stdin)
 
 
 def _with_stdin(command: str, stdin: str) -> str:
     """A shell script that gives ``command`` the standard input ``stdin`` (as a here-document
     for the whole script, so every command of the line reads it, as under cron).
     """
+    if not stdin:
+        return f"exec </dev/null\n{command}"  # cron writes nothing then, not even a newline
     if not stdin.endswith("\n"):
         stdin += "\n"  # cron ends the input with a newline
     marker = "ORCHESTRATOR_STDIN"
@@ -308,3 +397,17 @@ def _comment(text: str) -> str:
     """``text`` made safe for one comment line (TOML refuses control characters there)."""
     return "".join(char if char == "\t" or (ord(char) >= 0x20 and ord(char) != 0x7F)
                    else " " for char in text)
+
+
+def _printable(text: str) -> str:
+    """``text`` made one plain line for a terminal: tabs and other control characters, and
+    separators other than the space, become spaces."""
+    return "".join(char if char.isprintable() else " " for char in text)
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a message: newlines as ``\\n``, long text shortened."""
+    text = _printable(text.replace("\n", "\\n"))
+    if len(text) > _SHOWN_LENGTH:
+        text = text[:_SHOWN_LENGTH - 3] + "..."
+    return f"'{text}'"

@@ -524,6 +524,8 @@ class Dispatcher:
         """The executor reports the attempt's process: its pid, for status and history."""
         running = self._running.get(name)
         if running is not None and running.future is future:
+            if running.record.attempts == 1 and future.started_at is not None:
+                running.record.started_at = future.started_at  # when user code could begin
             running.record.pid = future.pid
             running.record.pid_create_time = future.pid_create_time
             running.record.node = future.node
@@ -544,8 +546,11 @@ class Dispatcher:
             self.idle.set()
         attempt: AttemptResult = future.result()
         record = running.record
+        if record.attempts == 1 and attempt.pid is not None:
+            record.started_at = attempt.started_at  # a run lasts from its user code's start
         for field in ("pid", "result", "error", "traceback", "exit_code", "signal",
-                      "cpu_seconds", "peak_rss_bytes", "stdout_tail", "stderr_tail"):
+                      "cpu_seconds", "peak_rss_bytes", "stdout_tail", "stderr_tail",
+                      "stdout_bytes", "stderr_bytes"):
             setattr(record, field, getattr(attempt, field))
         outcome = attempt.outcome
         state = self._workers[name]
@@ -588,12 +593,12 @@ class Dispatcher:
         self._touch(state.name)
         if record.started_at is not None:
             state.last_outcome = outcome
-            state.last_duration = attempt.duration_seconds if attempt else None
+            state.last_duration = record.duration_seconds if attempt else None
             state.cpu_seconds = record.cpu_seconds
             state.peak_rss_bytes = record.peak_rss_bytes
         self.store.save(record)
         self._emit(outcome.value, record,
-                   duration=attempt.duration_seconds if attempt else None,
+                   duration=record.duration_seconds if attempt else None,
                    message=record.error or "")
         if outcome is Outcome.SUCCEEDED:
             state.consecutive_failures = 0
@@ -848,7 +853,8 @@ class Dispatcher:
             "peak_rss_bytes": state.peak_rss_bytes, "missed": state.missed})
 
     def trigger(self, name: str) -> concurrent.futures.Future | None:
-        """Make ``name`` pending now; the future receives the run's final record.
+        """Make ``name`` pending now; the future receives the run's final record (its
+        ``run_id`` attribute names the run at once).
 
         :returns: ``None`` if the worker is disabled or the orchestrator is stopping.
         """
@@ -858,6 +864,7 @@ class Dispatcher:
         waiter: concurrent.futures.Future = concurrent.futures.Future()
         pending = self._make_pending(state, self.clock.now(), Cause.MANUAL, waiter)
         pending.not_before = None  # an explicit request skips a retry's back-off
+        waiter.run_id = pending.record.run_id
         return waiter
 
     def enable(self, name: str) -> None:

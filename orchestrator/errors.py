@@ -51,3 +51,8 @@ class NotRunningError(OrchestratorError):
 class ContainmentError(OrchestratorError):
     """The containment asked for is not available on this machine (the message says what is
     missing and how to get it)."""
+
+
+class NestedStartError(OrchestratorError):
+    """``start()`` was called while the orchestrator's launcher imports the main script (a
+    script whose start is not under ``if __name__ == "__main__":``)."""

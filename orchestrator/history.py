@@ -42,6 +42,13 @@ class MemoryHistory:
         records.sort(key=_order, reverse=True)
         return [record.snapshot() for record in records[:limit]]
 
+    def find(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            for runs in self._runs.values():
+                if run_id in runs:
+                    return runs[run_id].snapshot()
+        return None
+
     # Nothing outlives the process in memory: no worker state to keep or load.
     def open(self) -> None:
         pass

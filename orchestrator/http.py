@@ -25,7 +25,10 @@ public, quick methods; they never wait on a run.
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import functools
+import grp
 import hashlib
 import hmac
 import http.client
@@ -33,6 +36,7 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import re
 import socket
 import threading
@@ -73,40 +77,54 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 class StatusServer:
     """Serves one orchestrator over HTTP; bound on construction, serving after :meth:`start`.
 
+    Either on TCP (``host`` and ``port``), or on a Unix socket (``unix_socket``): the control
+    socket of the command line, where the socket file's permissions are the access control
+    (owner only, or a group's too with ``socket_group``), so the control routes need no token
+    there.
+
     :param orchestrator: a :class:`~orchestrator.WorkerOrchestrator` (only its public methods
         are used).
     :param host: address to listen on; ``"::1"`` and other IPv6 literals work too.
     :param port: TCP port; 0 picks a free one (see :attr:`url`).
-    :param token: bearer token for the ``POST`` control routes; ``None`` turns them off.
+    :param token: bearer token for the ``POST`` control routes on TCP; ``None`` turns them off.
+    :param unix_socket: the path of a Unix socket to serve on instead of TCP.
+    :param socket_group: a group that may use the Unix socket too (mode 0660 instead of 0600).
     :param request_timeout: seconds a client has for a whole request (default
         :data:`REQUEST_TIMEOUT_SECONDS`).
     :raises OSError: if the address cannot be bound (in use, not local, no permission).
     """
 
-    def __init__(self, orchestrator, host: str, port: int, token: str | None = None, *,
-                 request_timeout: float | None = None):
+    def __init__(self, orchestrator, host: str | None = None, port: int | None = None,
+                 token: str | None = None, *, unix_socket: str | None = None,
+                 socket_group: str | None = None, request_timeout: float | None = None):
         self.orchestrator = orchestrator
         self._token = token.encode("utf-8") if token else None
+        self.trusted = unix_socket is not None
         self._tally = RunTally()
         self.registry = build_registry(orchestrator, self._tally)
         timeout = request_timeout or REQUEST_TIMEOUT_SECONDS
         # waitress takes whole seconds: its loop wakes each second to look at deadlines
-        self._server = _Server(
-            self._application, timeout, MAX_CONNECTIONS, host=host, port=port,
-            dispatcher=_IdlePool(),
-            connection_limit=1 << 30,  # never refuse; the cap is kept in handle_accept
-            channel_timeout=max(1, math.ceil(timeout)), cleanup_interval=1,
-            asyncore_loop_timeout=1,
-            max_request_body_size=MAX_BODY_BYTES,
-            max_request_header_size=MAX_TARGET_BYTES + 64 * 1024,
-            expose_tracebacks=False, ident="orchestrator", clear_untrusted_proxy_headers=False,
-            log_socket_errors=False)
+        settings = dict(dispatcher=_IdlePool(), connection_limit=1 << 30,  # see handle_accept
+                        channel_timeout=max(1, math.ceil(timeout)), cleanup_interval=1,
+                        asyncore_loop_timeout=1, max_request_body_size=MAX_BODY_BYTES,
+                        max_request_header_size=MAX_TARGET_BYTES + 64 * 1024,
+                        expose_tracebacks=False, ident="orchestrator",
+                        clear_untrusted_proxy_headers=False, log_socket_errors=False)
+        if unix_socket is not None:
+            self._server = _UnixServer(self._application, timeout, MAX_CONNECTIONS,
+                                       socket_group, unix_socket=unix_socket,
+                                       unix_socket_perms="600", **settings)
+            self.url = f"unix:{unix_socket}"
+            self._loopback_only = False
+        else:
+            self._server = _TcpServer(self._application, timeout, MAX_CONNECTIONS, host=host,
+                                      port=port, **settings)
+            shown = f"[{host}]" if ":" in host else host
+            self.url = f"http://{shown}:{self._server.effective_port}"
+            self._loopback_only = _is_loopback(host)
         self._thread: threading.Thread | None = None
         self._stopped = False
         orchestrator.add_listener(self._tally.on_event)
-        shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{self._server.effective_port}"
-        self._loopback_only = _is_loopback(host)
 
     def start(self) -> None:
         """Serve on a background thread; a second call does nothing."""
@@ -129,6 +147,7 @@ class StatusServer:
             self._server.close_everything()
             self._server.trigger.close()
         self._server.task_dispatcher.shutdown(timeout=5)
+        self._server.remove_socket_file()
         try:
             self.orchestrator.remove_listener(self._tally.on_event)
         except ValueError:
@@ -149,7 +168,10 @@ class StatusServer:
                 f"loopback names, like {self.url}")
 
     def authorize(self, header: str | None) -> tuple[int, str] | None:
-        """``None`` if ``header`` carries the token, else the status and message to send."""
+        """``None`` if ``header`` carries the token (or the request came through the control
+        socket), else the status and message to send."""
+        if self.trusted:
+            return None
         if self._token is None:
             return 403, ("control routes are off: no http_token is configured; start the "
                          "orchestrator with http_token (or http_token_file) to use them")
@@ -240,6 +262,12 @@ class _Request:
             runs.append(data)
         return _json(200, runs)
 
+    def _output(self, run_id: str):
+        query = self._parse_query({"stdout_from", "stderr_from"})
+        return _json(200, self.server.orchestrator.output(
+            run_id, _whole_number(query.get("stdout_from"), "stdout_from", 0, 0, 1 << 62),
+            _whole_number(query.get("stderr_from"), "stderr_from", 0, 0, 1 << 62)))
+
     def _metrics(self):
         encoder, content_type = choose_encoder(self.environ.get("HTTP_ACCEPT", ""))
         return 200, encoder(self.server.registry), content_type, {}
@@ -252,8 +280,15 @@ class _Request:
             return _error(code, message, {"WWW-Authenticate": "Bearer"} if code == 401
                           else None)
         orchestrator = server.orchestrator
-        query = self._parse_query({"stop"} if action == "disable" else set())
-        if action == "trigger":
+        query = self._parse_query({"stop"} if action == "disable" else
+                                  {"wait"} if action == "trigger" else set())
+        if action == "trigger" and _flag(query.get("wait"), "wait", False):
+            record = orchestrator.run_worker(name)  # this thread waits; the others serve
+            body = {"worker": name, "action": action, "triggered": True, **{
+                key: value for key, value in record.as_dict().items() if key in (
+                    "run_id", "outcome", "error", "duration_seconds", "attempts",
+                    "exit_code", "started_at", "ended_at")}}
+        elif action == "trigger":
             triggered = orchestrator.trigger_worker(name)
             body = {"worker": name, "action": action, "triggered": triggered}
             if not triggered:
@@ -332,7 +367,9 @@ class _IdlePool(waitress.task.ThreadedTaskDispatcher):
     """waitress's thread pool, with no thread until the server starts serving."""
 
 
-class _Server(waitress.server.TcpWSGIServer):
+class _Server:
+    """What both servers add to waitress's: the deadline, room at the cap, a clean end."""
+
     channel_class = _Channel
 
     def __init__(self, application, request_timeout: float, max_connections: int,
@@ -343,6 +380,9 @@ class _Server(waitress.server.TcpWSGIServer):
         self.request_timeout = request_timeout
         self.max_connections = max_connections
         super().__init__(application, **settings)
+
+    def remove_socket_file(self) -> None:
+        pass
 
     def maintenance(self, now):
         """Close idle connections (waitress's own rule) and those whose request has not
@@ -397,6 +437,68 @@ class _Server(waitress.server.TcpWSGIServer):
         waitress.wasyncore.dispatcher.close(self)
 
 
+class _TcpServer(_Server, waitress.server.TcpWSGIServer):
+    pass
+
+
+class _UnixServer(_Server, waitress.server.UnixWSGIServer):
+    """The control socket. A socket file nobody answers on is a dead instance's and is
+    replaced; one that answers is refused. A path too long for a socket address is bound
+    through its directory's descriptor."""
+
+    def __init__(self, application, request_timeout: float, max_connections: int,
+                 group: str | None, **settings):
+        self.group = group
+        super().__init__(application, request_timeout, max_connections, **settings)
+
+    def bind_server_socket(self):
+        path = self.adj.unix_socket
+        if _answers(path):
+            raise OSError(errno.EADDRINUSE, f"another orchestrator answers on {path}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with _short_address(path) as address:
+            self.bind(address)
+        if self.group is not None:
+            os.chown(path, -1, grp.getgrnam(self.group).gr_gid)
+            os.chmod(path, 0o660)
+        else:
+            os.chmod(path, 0o600)
+        self.socket_file = path
+
+    def remove_socket_file(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.socket_file)
+
+
+@contextlib.contextmanager
+def _short_address(path: str):
+    """An address for ``path`` that fits a socket address (108 bytes): the path itself, or
+    the name seen through an open descriptor of its directory."""
+    if len(os.fsencode(path)) < 100:
+        yield path
+        return
+    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{directory}/{os.path.basename(path)}"
+    finally:
+        os.close(directory)
+
+
+def _answers(path: str) -> bool:
+    """Whether something answers on the Unix socket ``path``."""
+    if not os.path.exists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe, \
+            _short_address(path) as address:
+        probe.settimeout(2)
+        try:
+            probe.connect(address)
+        except OSError:
+            return False
+    return True
+
+
 def _error(code: int, message: str, headers: dict | None = None):
     body = _json_bytes({"error": message, "status": code})
     return code, body, "application/json", dict(headers or {})
@@ -424,13 +526,16 @@ def _route(path: str) -> tuple[str | None, tuple[str, ...], tuple]:
     match = re.fullmatch(r"/workers/([^/]+)/([a-z]+)", path)
     if match and match.group(2) in _ACTIONS:
         return "_control", ("POST",), (unquote(match.group(1)), match.group(2))
+    match = re.fullmatch(r"/runs/([^/]+)/output", path)
+    if match:
+        return "_output", ("GET",), (unquote(match.group(1)),)
     return None, (), ()
 
 
 def _whole_number(text: str | None, name: str, default: int, low: int, high: int) -> int:
     if text is None:
         return default
-    if not re.fullmatch(r"-?[0-9]{1,9}", text) or not low <= int(text) <= high:
+    if not re.fullmatch(r"-?[0-9]{1,19}", text) or not low <= int(text) <= high:
         raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {text!r}")
     return int(text)
 
@@ -469,19 +574,24 @@ def _page() -> tuple[bytes, str]:
 
 
 def request(url: str, method: str, path: str, token: str | None = None, *,
-            timeout: float = 10.0) -> tuple[int, object]:
+            timeout: float | None = 10.0) -> tuple[int, object]:
     """One request to a status server; returns the status code and the decoded JSON body
     (the text for a non-JSON body such as ``/metrics`` or ``/``).
 
-    :param url: the server's ``http://host:port``.
+    :param url: the server's ``http://host:port``, or ``unix:PATH`` for a control socket.
     :param token: sent as ``Authorization: Bearer TOKEN``.
+    :param timeout: seconds to wait for the answer; None: as long as it takes.
     :raises OSError: if the server cannot be reached.
     """
-    parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"url must look like 'http://127.0.0.1:8765', got {url!r}")
-    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80,
-                                            timeout=timeout)
+    if url.startswith("unix:"):
+        connection: http.client.HTTPConnection = _UnixConnection(url[5:], timeout)
+    else:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"url must look like 'http://127.0.0.1:8765' or "
+                             f"'unix:/path/state.db.sock', got {url!r}")
+        connection = http.client.HTTPConnection(parts.hostname, parts.port or 80,
+                                                timeout=timeout)
     headers = {"Authorization": b"Bearer " + token.encode("utf-8")} if token else {}
     try:
         connection.request(method, path, headers=headers)
@@ -494,3 +604,17 @@ def request(url: str, method: str, path: str, token: str | None = None, *,
     if kind.startswith("application/json"):
         return response.status, json.loads(text) if text else None
     return response.status, text
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (the control socket)."""
+
+    def __init__(self, path: str, timeout: float | None):
+        super().__init__("localhost", timeout=timeout)
+        self.path_of_socket = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        with _short_address(self.path_of_socket) as address:
+            self.sock.connect(address)

@@ -127,9 +127,9 @@ class OrchestratorCollector:
                 total.add_metric([name, outcome], runs.get((name, outcome), 0))
         yield total
 
-        histogram = HistogramMetricFamily("orchestrator_run_duration_seconds",
-                                          "Duration of the last attempt of each ended run.",
-                                          labels=["worker"])
+        histogram = HistogramMetricFamily(
+            "orchestrator_run_duration_seconds", "Duration of each ended run: from its user "
+            "code's start to its end, retries included.", labels=["worker"])
         for name in workers:
             observed = durations.get(name, _Durations())
             histogram.add_metric([name], observed.cumulative(), observed.total)
@@ -194,7 +194,8 @@ _WORKER_METRICS = (
     ("next_run", "orchestrator_worker_next_run_timestamp_seconds",
      "When the worker is next due (Unix time); absent while disabled.", _timestamp),
     ("last_duration", "orchestrator_last_run_duration_seconds",
-     "Duration of the newest ended run's last attempt.", _number),
+     "Duration of the newest ended run (user code's start to end, retries included).",
+     _number),
     ("cpu_seconds", "orchestrator_last_run_cpu_seconds",
      "CPU time (user and system) of the run in progress, else of the newest ended run.",
      _number),

@@ -110,6 +110,8 @@ class RunRecord:
     peak_rss_bytes: int | None = None
     stdout_tail: str = ""
     stderr_tail: str = ""
+    stdout_bytes: int | None = None  # written in all (the tails keep the last 64 KiB)
+    stderr_bytes: int | None = None
     node: str | None = None    # where it ran, on a cluster (a Ray node id)
     host: str | None = None    # that node's host name
 

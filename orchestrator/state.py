@@ -95,6 +95,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE workers ADD COLUMN disabled_at TEXT;
     ALTER TABLE runs ADD COLUMN node TEXT;
     ALTER TABLE runs ADD COLUMN host TEXT;
+    ALTER TABLE runs ADD COLUMN stdout_bytes INTEGER;
+    ALTER TABLE runs ADD COLUMN stderr_bytes INTEGER;
     CREATE TABLE instance (key TEXT PRIMARY KEY, value TEXT);
     """,
 ]
@@ -112,7 +114,7 @@ WRITE_ERROR_LOG_SECONDS = 60.0
 _RUN_COLUMNS = ("run_id", "worker", "cause", "due_at", "state", "started_at", "ended_at",
                 "outcome", "attempts", "exit_code", "signal", "pid", "pid_create_time",
                 "error", "traceback", "result", "cpu_seconds", "peak_rss_bytes",
-                "stdout_tail", "stderr_tail", "node", "host")
+                "stdout_tail", "stderr_tail", "stdout_bytes", "stderr_bytes", "node", "host")
 _WORKER_COLUMNS = ("name", "enabled", "disabled_reason", "disabled_at",
                    "consecutive_failures", "last_run", "last_success", "last_error",
                    "last_outcome", "last_duration", "last_due", "cpu_seconds",
@@ -420,6 +422,13 @@ class StateStore:
         rows = self._db.execute(f"SELECT {', '.join(_WORKER_COLUMNS)} FROM workers")
         return {row[0]: _worker_values(row) for row in rows}
 
+    def find(self, run_id: str) -> RunRecord | None:
+        """The record of ``run_id`` (any thread), or None."""
+        rows = self._reader().execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE "
+                                      f"run_id = ?", (run_id,)).fetchall() \
+            if self._lock_fd is not None else []
+        return _run_record(rows[0]) if rows else None
+
     def unfinished(self) -> list[RunRecord]:
         """Runs a previous instance left pending or running."""
         if self._db is None:
@@ -450,6 +459,11 @@ class StateReader:
 
     def recent(self, worker: str | None = None, limit: int = 20) -> list[RunRecord]:
         return _recent(self._db, worker, limit)
+
+    def find(self, run_id: str) -> RunRecord | None:
+        rows = self._db.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id = ?",
+                                (run_id,)).fetchall()
+        return _run_record(rows[0]) if rows else None
 
     def workers(self) -> dict[str, dict]:
         rows = self._db.execute(f"SELECT {', '.join(_WORKER_COLUMNS)} FROM workers")
@@ -611,7 +625,8 @@ def _run_record(row) -> RunRecord:
     for column in ("started_at", "ended_at"):
         setattr(record, column, _from_sql_time(values[column]))
     for column in ("attempts", "exit_code", "signal", "pid", "pid_create_time", "error",
-                   "traceback", "result", "cpu_seconds", "peak_rss_bytes", "node", "host"):
+                   "traceback", "result", "cpu_seconds", "peak_rss_bytes", "stdout_bytes",
+                   "stderr_bytes", "node", "host"):
         setattr(record, column, values[column])
     record.stdout_tail = values["stdout_tail"] or ""
     record.stderr_tail = values["stderr_tail"] or ""

@@ -13,6 +13,7 @@ unchanged fields are reused from the previous build.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import types
@@ -92,6 +93,7 @@ class StatusBoard:
             states[name] = entry
         return {
             "state": snapshot.state,
+            "pid": os.getpid(),
             "workers": len(snapshot.workers),
             "running": len(running),
             "pending": len(pending),

@@ -40,7 +40,8 @@ __all__ = ["Installation", "WorkerEntry", "load"]
 
 #: Keys of the ``[orchestrator]`` table.
 ORCHESTRATOR_KEYS = ("max_concurrent", "state_path", "timezone", "history_limit", "http",
-                     "http_token_file", "containment", "max_result_bytes")
+                     "http_token_file", "containment", "max_result_bytes", "control_socket",
+                     "control_socket_group")
 
 #: Keys a worker table may have besides the register_worker options: what it runs, and two
 #: options the file passes on as they are.
@@ -174,7 +175,7 @@ def load(path: str | os.PathLike) -> Installation:
     settings = document.get("orchestrator", {})
     if not isinstance(settings, dict):
         fail("orchestrator must be a table: [orchestrator]", field="orchestrator")
-    orchestrator_options = _orchestrator_options(settings, directory, fail)
+    orchestrator_options = _orchestrator_options(settings, directory, fail, path)
 
     tables = document.get("workers", {})
     if not isinstance(tables, dict):
@@ -189,7 +190,8 @@ def load(path: str | os.PathLike) -> Installation:
 
 # -- the [orchestrator] table -----------------------------------------------------------------
 
-def _orchestrator_options(settings: dict, directory: str, fail) -> dict[str, Any]:
+def _orchestrator_options(settings: dict, directory: str, fail,
+                          source: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for key, value in settings.items():
         if key not in ORCHESTRATOR_KEYS:
@@ -211,6 +213,22 @@ def _orchestrator_options(settings: dict, directory: str, fail) -> dict[str, Any
         options["state_path"] = os.path.join(directory, value)
     if "http" in settings:
         options["http"] = settings["http"]
+    # The control socket: what `orchestrator status|trigger|logs FILE` talk to. Beside the
+    # state file by default, else beside this file: every installation has its own.
+    value = settings.get("control_socket")
+    if value is False:
+        options["control_socket"] = False
+    elif value is not None:
+        if not isinstance(value, str) or not value:
+            fail(f"[orchestrator] control_socket must be a path, or false for none, got "
+                 f"{value!r}", field="control_socket")
+        options["control_socket"] = os.path.join(directory, value)
+    elif "state_path" in options:
+        options["control_socket"] = options["state_path"] + ".sock"
+    else:
+        options["control_socket"] = os.path.join(directory, os.path.basename(source) + ".sock")
+    if "control_socket_group" in settings:
+        options["control_socket_group"] = settings["control_socket_group"]
     if "http_token_file" in settings:
         value = settings["http_token_file"]
         if not isinstance(value, str) or not value:

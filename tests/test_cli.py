@@ -243,8 +243,6 @@ def test_from_crontab_file_and_stdin(tmp_path):
 # -- run --------------------------------------------------------------------------------------
 
 def start_run(tmp_path: Path, toml: str) -> tuple[subprocess.Popen, Path]:
-    if "[orchestrator]" not in toml:  # any free port: tests never depend on 8765 being free
-        toml = '[orchestrator]\nhttp = "127.0.0.1:0"\n' + textwrap.dedent(toml)
     write(tmp_path, toml)
     log = tmp_path / "stderr.log"
     with open(log, "wb") as stderr:
@@ -313,8 +311,6 @@ def test_second_sigterm_kills_the_running_job_and_what_it_started(tmp_path):
 STEERED = """
     [orchestrator]
     state_path = "state.db"
-    http = "127.0.0.1:0"
-    http_token_file = "token"
 
     [workers.steady]
     command = ["sh", "-c", "echo $$ > s.tmp; mv s.tmp steady-ran"]
@@ -336,7 +332,9 @@ def test_status_and_history_from_the_state_file_when_nothing_runs(tmp_path):
     assert finish(process) == 0
     status = orchestrator("status", "jobs.toml", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
-    assert status.stdout.startswith("not running; from the state file")
+    first = status.stdout.splitlines()[0]
+    assert first == (f"not running (nothing answers on {tmp_path / 'state.db.sock'}, and the "
+                     f"state file is not in use); from the state file {tmp_path / 'state.db'}")
     lines = status.stdout.splitlines()
     assert lines[1].split() == ["WORKER", "ENABLED", "LAST", "LAST", "RUN", "FAILURES", "NOTE"]
     assert lines[2].split()[:3] == ["steady", "yes", "succeeded"]
@@ -345,7 +343,7 @@ def test_status_and_history_from_the_state_file_when_nothing_runs(tmp_path):
     [run] = json.loads(history.stdout)
     assert run["worker"] == "steady" and run["outcome"] == "succeeded"
     assert_fails(orchestrator("trigger", "jobs.toml", "manual", cwd=tmp_path),
-                 "no running orchestrator found for this file (the state file")
+                 "jobs.toml: not running (nothing answers on")
 
 
 @pytest.mark.timeout(180)
@@ -353,10 +351,10 @@ def test_status_and_steering_through_the_running_instance(tmp_path):
     (tmp_path / "token").write_text("s3cret\n")
     process, log = start_run(tmp_path, STEERED)
     try:
-        wait_for(lambda: "serving status on" in log.read_text(), timeout=60)
+        wait_for(lambda: "orchestrator started with" in log.read_text(), timeout=60)
         status = orchestrator("status", "jobs.toml", cwd=tmp_path)
         assert status.returncode == 0, status.stderr
-        assert status.stdout.startswith(f"running (pid {process.pid}) at http://127.0.0.1:")
+        assert status.stdout.startswith(f"running (pid {process.pid}), 2 workers, ")
         rows = {line.split()[0]: line for line in status.stdout.splitlines()[2:]}
         assert "runs only when triggered" in rows["manual"]
         document = json.loads(orchestrator("status", "jobs.toml", "--json",
@@ -381,10 +379,40 @@ def test_status_and_steering_through_the_running_instance(tmp_path):
         assert document["worker_states"]["steady"]["enabled"] is True
 
         unknown = orchestrator("trigger", "jobs.toml", "nobody", cwd=tmp_path)
-        assert_fails(unknown, "/workers/nobody/trigger: 404")
+        assert_fails(unknown, "no worker named 'nobody'")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert finish(process) == 0
+
+
+OVER_HTTP = """
+    [orchestrator]
+    state_path = "state.db"
+    control_socket = false
+    http = "127.0.0.1:0"
+    http_token_file = "token"
+
+    [workers.manual]
+    command = ["sh", "-c", "echo manual"]
+    execution_mode = "triggered"
+"""
+
+
+def test_steering_over_http_needs_the_token(tmp_path):
+    (tmp_path / "token").write_text("s3cret\n")
+    process, log = start_run(tmp_path, OVER_HTTP)
+    try:
+        wait_for(lambda: "orchestrator started with" in log.read_text(), timeout=60)
+        assert not (tmp_path / "state.db.sock").exists()
+        status = orchestrator("status", "jobs.toml", cwd=tmp_path)
+        assert status.stdout.startswith(f"running (pid {process.pid}), 1 workers, "), status
+        trigger = orchestrator("trigger", "jobs.toml", "manual", "--wait", cwd=tmp_path)
+        assert trigger.returncode == 0, trigger.stderr
+        assert re.fullmatch(r"manual: run \S+ succeeded in \S+\n", trigger.stdout)
         (tmp_path / "token").write_text("wrong\n")
         assert_fails(orchestrator("trigger", "jobs.toml", "manual", cwd=tmp_path),
-                     "/workers/manual/trigger: 403")
+                     "POST /workers/manual/trigger: wrong token: http_token_file must hold "
+                     "the running instance's token (403)")
     finally:
         process.send_signal(signal.SIGTERM)
         assert finish(process) == 0
@@ -394,7 +422,7 @@ def test_second_instance_on_one_state_file_is_refused(tmp_path):
     (tmp_path / "token").write_text("s3cret\n")
     process, log = start_run(tmp_path, STEERED)
     try:
-        wait_for(lambda: "serving status on" in log.read_text(), timeout=60)
+        wait_for(lambda: "orchestrator started with" in log.read_text(), timeout=60)
         second = orchestrator("run", "jobs.toml", cwd=tmp_path)
         assert_fails(second, f"state file {tmp_path / 'state.db'} is in use by another "
                              f"orchestrator (pid {process.pid}); stop it first")
@@ -454,7 +482,7 @@ def test_sigkill_mid_run_then_restart_records_interrupted_and_loses_nothing(tmp_
     wait_for(lambda: gone(long_pid), timeout=30, message="the run died with the orchestrator")
     restart, log2 = start_run(tmp_path, CRASHY)
     try:
-        wait_for(lambda: "serving status on" in log2.read_text(), timeout=60)
+        wait_for(lambda: "orchestrator started with" in log2.read_text(), timeout=60)
         history = json.loads(orchestrator("history", "jobs.toml", "--json",
                                           cwd=tmp_path).stdout)
         by_worker = {}

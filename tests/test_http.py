@@ -277,7 +277,9 @@ def test_trigger_enable_disable_steer_the_orchestrator(served):
     code, body = post(served, "/workers/ok/disable?stop=maybe")
     assert code == 400 and "stop must be 1 or 0" in body["error"]
     code, body = post(served, "/workers/ok/trigger?now=1")
-    assert code == 400 and "takes none" in body["error"]
+    assert (code, body["error"]) == (400, "unknown query parameter 'now'; use wait")
+    code, body = post(served, "/workers/ok/enable?now=1")
+    assert (code, body["error"]) == (400, "unknown query parameter 'now'; this route takes none")
 
 
 # -- metrics ------------------------------------------------------------------------------------

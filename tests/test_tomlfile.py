@@ -81,7 +81,8 @@ def test_builds_every_worker_with_its_options(tmp_path, jobs_module):
     installation = load(path)
     assert installation.orchestrator_options == {
         "max_concurrent": 2, "history_limit": 50, "timezone": "Europe/Berlin",
-        "http": "127.0.0.1:0", "http_token": "s3cret"}
+        "http": "127.0.0.1:0", "http_token": "s3cret",
+        "control_socket": str(tmp_path / "jobs.toml.sock")}  # beside the file: no state_path
     orch = installation.build(executor=InlineExecutor())
     fetch, process, backup = (orch.get_worker(n) for n in ("fetch", "process", "backup"))
     assert fetch.function() == 1 and fetch.priority is JobPriority.HIGH
@@ -101,15 +102,44 @@ def test_http_keys_are_passed_only_when_present(tmp_path):
         [workers.a]
         command = "true"
     """)
-    assert load(path).orchestrator_options == {}
+    socket = str(tmp_path / "jobs.toml.sock")
+    assert load(path).orchestrator_options == {"control_socket": socket}
     path = write(tmp_path, """
         [orchestrator]
         http = false
         [workers.a]
         command = "true"
     """)
-    assert load(path).orchestrator_options == {"http": False}
+    assert load(path).orchestrator_options == {"http": False, "control_socket": socket}
     load(path).build()
+
+
+def test_the_control_socket_is_beside_the_state_file_or_off(tmp_path):
+    path = write(tmp_path, """
+        [orchestrator]
+        state_path = "var/state.db"
+        [workers.a]
+        command = "true"
+    """)
+    assert load(path).orchestrator_options["control_socket"] == str(tmp_path / "var" /
+                                                                    "state.db.sock")
+    for value, expected in (('"ctl.sock"', str(tmp_path / "ctl.sock")), ("false", False)):
+        path = write(tmp_path, f"""
+            [orchestrator]
+            control_socket = {value}
+            [workers.a]
+            command = "true"
+        """)
+        assert load(path).orchestrator_options["control_socket"] == expected
+    path = write(tmp_path, """
+        [orchestrator]
+        control_socket = 3
+        [workers.a]
+        command = "true"
+    """)
+    with pytest.raises(ConfigError, match=r"control_socket must be a path, or false for none, "
+                                          r"got 3"):
+        load(path)
 
 
 def test_relative_paths_are_read_from_the_file_directory(tmp_path):

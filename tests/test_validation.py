@@ -109,7 +109,9 @@ def test_unknown_option_suggests_the_closest(orch):
 
 
 def test_fn_and_command_exactly_one(orch):
-    refused(orch, "w", match="give exactly one of a function .* got neither")
+    error = refused(orch, "w", match="give exactly one of them, a function or .* got neither")
+    assert str(error) == ("worker 'w': fn and command: give exactly one of them, a function or "
+                          "command=[...]; got neither")
     refused(orch, "w", job, command=["true"], match="got both")
 
 

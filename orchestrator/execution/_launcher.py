@@ -68,6 +68,7 @@ import signal  # noqa: E402
 import stat  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
+import types  # noqa: E402
 
 import _signal  # noqa: E402
 
@@ -327,6 +328,9 @@ def _flush_std() -> None:
 def _call(function, pass_argument: bool, argument, max_result_bytes: int):
     try:
         value = function(argument) if pass_argument else function()
+        if isinstance(value, types.CoroutineType):  # an async def worker: run it here
+            import asyncio
+            value = asyncio.run(value)
     except BaseException as exc:  # every way out of user code is a result
         return wire.Raised(_error_line(exc), _format_traceback(exc))
     try:
@@ -389,6 +393,7 @@ class _Tail:
         self.limit = limit
         self.head = head
         self.overflowed = False
+        self.total = 0          # bytes read in all
         self.data = bytearray()
         self.open = True
         os.set_blocking(fd, False)
@@ -402,6 +407,7 @@ class _Tail:
         except OSError:
             chunk = b""
         if chunk:
+            self.total += len(chunk)
             if self.head:
                 room = self.limit - len(self.data)
                 self.overflowed |= len(chunk) > room
@@ -411,6 +417,11 @@ class _Tail:
                 if len(self.data) > self.limit:
                     del self.data[:-self.limit]
         return len(chunk)
+
+    def since(self, offset: int) -> bytes:
+        """What came after byte ``offset`` of the stream, as far as the tail still has it."""
+        first = self.total - len(self.data)  # offset of the tail's first byte
+        return bytes(self.data[max(0, offset - first):])
 
     def drain(self, limit: int | None = _DRAIN_LIMIT) -> None:
         """Read what is buffered now, without waiting for an end of file that a leftover
@@ -524,6 +535,7 @@ class Launcher:
         self.groups_made = 0
         self.free_groups: list = []               # emptied cgroups, ready for a spare
         self.kept_tokens: set[str] = set()        # runs whose leftovers stay (PG mode)
+        self.prepare_problem: str | None = None   # why the main script did not load
         self.logged: set[str] = set()             # problems already logged once
 
     # -- the loop -----------------------------------------------------------------------------
@@ -677,6 +689,16 @@ class Launcher:
             self._start(message)
         elif isinstance(message, wire.Ping):
             self._send(wire.Pong(message.number))
+        elif isinstance(message, wire.TailRequest):
+            run = self.runs.get(message.job_id)
+            if run is None or run.reaped:
+                self._send(wire.TailReply(message.request, False, b"", 0, b"", 0))
+            else:
+                for tail in (run.out, run.err):
+                    tail.read()  # what is in the pipe now, too
+                self._send(wire.TailReply(message.request, True,
+                                          run.out.since(message.stdout_from), run.out.total,
+                                          run.err.since(message.stderr_from), run.err.total))
         elif isinstance(message, wire.Kill):
             run = self.runs.get(message.job_id)
             if run is not None:
@@ -687,9 +709,9 @@ class Launcher:
         elif isinstance(message, wire.Init):
             self.sample_interval = message.sample_interval
             self.cgroups = message.cgroups
-            problem = self._prepare(message.preparation)
+            self.prepare_problem = self._prepare(message.preparation)
             self.ready = True
-            self._send(wire.Ready(problem))
+            self._send(wire.Ready(self.prepare_problem))
 
     def _prepare(self, preparation: dict) -> str | None:
         """Load the main script (and sys.path, cwd) as multiprocessing's spawn does; why it
@@ -704,9 +726,12 @@ class Launcher:
             problem = (f"importing the main script took more than {PREPARE_SECONDS:g}s and "
                        f"was given up; functions defined in it cannot run")
         except BaseException as error:  # a user script that fails to import
-            problem = f"the main script could not be imported: {_error_line(error)}"
-            self._log("warning", "could not prepare the workers' modules:\n"
-                      + traceback.format_exc())
+            if type(error).__name__ == "NestedStartError":  # it starts an orchestrator
+                problem = str(error)
+            else:
+                problem = f"the main script could not be imported: {_error_line(error)}"
+                self._log("warning", "could not prepare the workers' modules:\n"
+                          + traceback.format_exc())
         _freeze()
         return problem
 
@@ -771,6 +796,11 @@ class Launcher:
 
     def _start(self, message) -> None:
         job_id, limits, token, frame, modules = message
+        if self.prepare_problem is not None and "__main__" in modules:
+            # its function lives in a main script that did not load: say why, at once
+            self._send(wire.StartFailed(job_id, f"cannot start {limits.program!r}: "
+                                                f"{self.prepare_problem}"))
+            return
         for _attempt in range(2):
             if not self.spares:
                 self._fork_spare()
@@ -1073,7 +1103,8 @@ class Launcher:
             started_epoch=run.started_epoch, ended_epoch=run.ended_epoch or time.time(),
             stdout=bytes(run.out.data), stderr=bytes(run.err.data),
             result=result, kill_outcome=run.kill_outcome,
-            kill_error=run.kill_error, oom_kills=oom_kills, whole_tree=whole_tree)
+            kill_error=run.kill_error, oom_kills=oom_kills, whole_tree=whole_tree,
+            stdout_total=run.out.total, stderr_total=run.err.total)
         self._discard(run)
         self._send(wire.Finished(run.job_id, ending))
         if self.cgroups is None:

@@ -17,7 +17,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import threading
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from loguru import logger
@@ -77,10 +77,22 @@ class AttemptResult:
     peak_rss_bytes: int | None = None
     stdout_tail: str = ""
     stderr_tail: str = ""
+    stdout_bytes: int | None = None  # written in all (the tail keeps the end)
+    stderr_bytes: int | None = None
 
     @property
     def duration_seconds(self) -> float:
         return (self.ended_at - self.started_at).total_seconds()
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """What a running attempt has written after the offsets asked for."""
+
+    stdout: str
+    stderr: str
+    stdout_offset: int   # the offset after this text: ask from here next time
+    stderr_offset: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +124,7 @@ class RunFuture(concurrent.futures.Future):
         self.cgroup: str | None = None             # the attempt's cgroup, if it has one
         self.node: str | None = None               # where it runs, for a cluster executor
         self.host: str | None = None
+        self.started_at: datetime | None = None    # when its process started
         self.started = threading.Event()  # set once user code may have begun (pid known)
         self._kill = kill
         self._start_callbacks: list[Callable[["RunFuture"], Any]] = []
@@ -136,11 +149,12 @@ class RunFuture(concurrent.futures.Future):
 
     def set_started(self, pid: int | None, pid_create_time: float | None = None, *,
                     cgroup: str | None = None, node: str | None = None,
-                    host: str | None = None) -> None:
-        """For executors: the attempt's process exists."""
+                    host: str | None = None, at: datetime | None = None) -> None:
+        """For executors: the attempt's process exists (since ``at``, default now)."""
         with self._condition:
             self.pid, self.pid_create_time, self.cgroup = pid, pid_create_time, cgroup
             self.node, self.host = node, host
+            self.started_at = at or datetime.now(timezone.utc)
             self.started.set()
             callbacks, self._start_callbacks = self._start_callbacks, []
         for callback in callbacks:
@@ -166,6 +180,12 @@ class RunExecutor(concurrent.futures.Executor, abc.ABC):
 
     def start(self) -> None:
         """Get ready before the first attempt (the orchestrator's start() calls it)."""
+
+    def output(self, future: "RunFuture", stdout_from: int = 0,
+               stderr_from: int = 0) -> concurrent.futures.Future | None:
+        """A future of the :class:`Output` a running attempt wrote after those offsets (None
+        when the attempt has ended meanwhile), or None where this executor cannot tell."""
+        return None
 
     @abc.abstractmethod
     def submit_run(self, spec: RunSpec) -> RunFuture:

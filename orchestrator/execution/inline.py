@@ -36,8 +36,8 @@ class InlineExecutor(RunExecutor):
     def submit_run(self, spec: RunSpec) -> RunFuture:
         future = RunFuture(spec, self._kill)
         future.set_running_or_notify_cancel()
-        future.set_started(next(self._pids))
         started = self._now()
+        future.set_started(next(self._pids), at=started)
         if self.deferred:
             with self._lock:
                 self._waiting[spec.run_id] = (future, started)

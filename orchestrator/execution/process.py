@@ -37,6 +37,7 @@ cleans up after a launcher that died.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import io
 import itertools
 import multiprocessing
@@ -64,7 +65,7 @@ from ..config import WorkerConfig
 from ..errors import ContainmentError
 from ..runs import Outcome
 from . import cgroups, wire
-from .base import AttemptResult, RunExecutor, RunFuture, RunSpec, Usage
+from .base import AttemptResult, Output, RunExecutor, RunFuture, RunSpec, Usage
 from .wire import RUN_TOKEN_VARIABLE, TAIL_BYTES
 
 __all__ = ["CONTAINMENTS", "ProcessExecutor", "TAIL_BYTES", "RUN_TOKEN_VARIABLE"]
@@ -151,6 +152,7 @@ class ProcessExecutor(RunExecutor):
         self._links: list[_LauncherLink] = []        # every link whose thread may still run
         self._futures: dict[RunFuture, tuple[_LauncherLink, int]] = {}
         self._job_ids = itertools.count(1)
+        self._requests = itertools.count(1)
         self._token_prefix = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._base_env = dict(os.environ)  # every launcher of this executor starts with it
 
@@ -203,6 +205,22 @@ class ProcessExecutor(RunExecutor):
             self._futures[future] = (link, job_id)
             link.send(message)
         return future
+
+    def output(self, future: RunFuture, stdout_from: int = 0,
+               stderr_from: int = 0) -> concurrent.futures.Future | None:
+        """A future of what the running attempt wrote after those offsets (its result is
+        None if the attempt has ended); see :class:`~orchestrator.execution.base.Output`."""
+        answer: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            entry = self._futures.get(future)
+            if entry is None:
+                answer.set_result(None)
+                return answer
+            link, job_id = entry
+            request = next(self._requests)
+            link.tails[request] = answer
+            link.send(wire.TailRequest(job_id, request, stdout_from, stderr_from))
+        return answer
 
     def kill_all(self, outcome: Outcome = Outcome.CANCELLED) -> None:
         """Kill every attempt in progress (TERM, grace, KILL); each completes with ``outcome``.
@@ -281,7 +299,8 @@ class ProcessExecutor(RunExecutor):
                 run.started_monotonic = time.monotonic()
                 created = None if message.start_ticks is None else \
                     message.start_ticks / _CLOCK_TICKS + psutil.boot_time()
-                run.future.set_started(message.pid, created, cgroup=message.cgroup)
+                run.future.set_started(message.pid, created, cgroup=message.cgroup,
+                                       at=run.started_at)
         elif isinstance(message, wire.Ready):
             link.ready = True
             if message.problem:
@@ -292,6 +311,14 @@ class ProcessExecutor(RunExecutor):
             run = link.runs.get(message.job_id)
             if run is not None:
                 self._complete(link, message.job_id, _result(run, message.ending))
+        elif isinstance(message, wire.TailReply):
+            with self._lock:
+                answer = link.tails.pop(message.request, None)
+            if answer is not None:
+                answer.set_result(None if not message.found else Output(
+                    message.stdout.decode("utf-8", "replace"),
+                    message.stderr.decode("utf-8", "replace"), message.stdout_total,
+                    message.stderr_total))
         elif isinstance(message, wire.Log):
             logger.log(message.level.upper(), "launcher {}: {}", link.process.pid,
                        message.text)
@@ -337,6 +364,10 @@ class ProcessExecutor(RunExecutor):
                 self._link = None
             runs = list(link.runs.values())
             link.runs.clear()
+            tails, link.tails = list(link.tails.values()), {}
+        for answer in tails:
+            answer.set_result(None)
+        with self._lock:
             for run in runs:
                 self._futures.pop(run.future, None)
         code = link.reap()
@@ -396,6 +427,7 @@ class _LauncherLink:
         self.suspect = False              # silent for SUSPECT_SECONDS: gets no new runs
         self.heard_at = time.monotonic()  # when it last said anything (reader thread)
         self.pings = itertools.count(1)
+        self.tails: dict[int, concurrent.futures.Future] = {}  # answers to come (exec. lock)
         self.plan: cgroups.Plan | None = None  # its cgroup home, if any
         self._send_lock = threading.Lock()
         self._outbox = bytearray()        # bytes the socket did not take yet (send lock)
@@ -671,6 +703,8 @@ def _result(run: _Run, ending: wire.Ending) -> AttemptResult:
         else:
             exit_code = os.waitstatus_to_exitcode(status)
     outcome, error, trace, value = _outcome(run, ending, exit_code, signal_number)
+    if run.future.spec.function is not None and _message(ending.result) is not None:
+        exit_code = None  # the function returned or raised: no process exit was involved
     return AttemptResult(
         outcome=outcome,
         started_at=datetime.fromtimestamp(ending.started_epoch, timezone.utc),
@@ -679,7 +713,8 @@ def _result(run: _Run, ending: wire.Ending) -> AttemptResult:
         signal=signal_number, cpu_seconds=ending.cpu_seconds,
         peak_rss_bytes=ending.peak_rss_bytes,
         stdout_tail=ending.stdout.decode("utf-8", errors="replace"),
-        stderr_tail=ending.stderr.decode("utf-8", errors="replace"))
+        stderr_tail=ending.stderr.decode("utf-8", errors="replace"),
+        stdout_bytes=ending.stdout_total, stderr_bytes=ending.stderr_total)
 
 
 def _outcome(run: _Run, ending: wire.Ending, exit_code, signal_number):

@@ -5,8 +5,8 @@ launcher (which never imports the package) by path. Only the standard library is
 
 ::
 
-    orchestrator  --Init, Run, Kill, KillAll, Ping-->                        launcher
-    orchestrator  <--Ready, Started, StartFailed, Usage, Finished, Pong, Log--  launcher
+    orchestrator  --Init, Run, Kill, KillAll, TailRequest, Ping-->                      launcher
+    orchestrator  <--Ready, Started, StartFailed, Usage, TailReply, Finished, Pong, Log--  launcher
     launcher      --[Join] FunctionJob | CommandJob-->         run process
     launcher      <--Returned | Raised--                       run process (one frame)
 
@@ -93,6 +93,15 @@ class KillAll(NamedTuple):
     error: str
 
 
+class TailRequest(NamedTuple):
+    """What a running attempt has written after these offsets (``logs -f``)."""
+
+    job_id: int
+    request: int
+    stdout_from: int
+    stderr_from: int
+
+
 class Ping(NamedTuple):
     """Sent while the launcher has work; it answers with a Pong at once."""
 
@@ -142,6 +151,8 @@ class Ending(NamedTuple):
     kill_error: str | None
     oom_kills: int                # processes the kernel killed at the memory limit
     whole_tree: bool              # cpu and peak cover the whole tree (a cgroup)
+    stdout_total: int             # bytes written in all (the tails keep the end)
+    stderr_total: int
 
 
 class Finished(NamedTuple):
@@ -151,6 +162,15 @@ class Finished(NamedTuple):
 
 class Pong(NamedTuple):
     number: int
+
+
+class TailReply(NamedTuple):
+    request: int
+    found: bool                   # False: the attempt is no longer running
+    stdout: bytes                 # what came after the offset asked for (within the tail)
+    stdout_total: int             # bytes written in all
+    stderr: bytes
+    stderr_total: int
 
 
 class Ready(NamedTuple):
@@ -203,7 +223,8 @@ class Raised(NamedTuple):
 
 
 MESSAGES = {kind.__name__: kind for kind in (
-    CgroupPlan, Init, Limits, Run, Kill, KillAll, Ping, Pong, Ready, Started, StartFailed,
+    CgroupPlan, Init, Limits, Run, Kill, KillAll, TailRequest, TailReply, Ping, Pong, Ready,
+    Started, StartFailed,
     Sample, Usage, Ending, Finished, Log, Join, FunctionJob, CommandJob, Returned, Raised)}
 
 
