@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import shutil
 import tempfile
 import time
@@ -26,8 +27,8 @@ def missing() -> str | None:
 
 @contextlib.contextmanager
 def chromium(width: int = 1400, height: int = 900):
-    """A selenium driver for headless Chromium that records console messages; quit on
-    exit, with its profile directory removed."""
+    """A selenium driver for headless Chromium that records console messages and the
+    requests it sends; quit on exit, with its profile directory removed."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -41,7 +42,7 @@ def chromium(width: int = 1400, height: int = 900):
                      "--disable-dev-shm-usage", f"--user-data-dir={profile}",
                      f"--window-size={width},{height}"):
         options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     service = Service(CHROMEDRIVER)
     driver = None
     try:
@@ -82,3 +83,14 @@ def _alive(process: psutil.Process) -> bool:
 def console_errors(driver) -> list[dict]:
     """Console entries of level SEVERE (errors, CSP violations, failed loads)."""
     return [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+
+
+def requests_sent(driver) -> list[dict]:
+    """The requests the page sent since the last call, oldest first, as the DevTools
+    protocol's ``Request`` objects (``method``, ``url``, ``headers`` as the page set them)."""
+    sent = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            sent.append(message["params"]["request"])
+    return sent
