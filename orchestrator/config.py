@@ -126,6 +126,9 @@ class WorkerConfig:
     kill_leftovers: bool = True
     run_at_start: bool = False
     user: str | None = None
+    num_cpus: float = 1.0                   # on a Ray cluster: what placement reserves
+    memory_mb: float | None = None
+    resources: dict[str, float] | None = None
     passes_config: bool = False  # fn is called as fn(config) rather than fn()
     # runtime fields, filled in snapshots
     is_enabled: bool = True
@@ -150,7 +153,7 @@ OPTIONS = ("execution_mode", "interval_seconds", "timeout_seconds", "max_retries
            "env", "cwd", "memory_limit_mb", "pids_limit", "cpu_limit", "max_result_bytes",
            "kill_grace_seconds", "retry_delay_seconds",
            "misfire_grace_seconds", "overlap", "on_failure", "kill_leftovers", "run_at_start",
-           "user")
+           "user", "num_cpus", "memory_mb", "resources")
 
 _RUNTIME_FIELDS = ("is_enabled", "is_running", "consecutive_failures", "last_run",
                    "last_success", "last_error")
@@ -297,6 +300,13 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
     values["run_at_start"] = check.boolean("run_at_start", options.get("run_at_start", False))
     if options.get("user") is not None:
         values["user"] = check.user(options["user"])
+    values["num_cpus"] = check.amount("num_cpus", options.get("num_cpus", 1.0), "CPUs",
+                                      MAX_CPU_LIMIT)
+    if options.get("memory_mb") is not None:
+        values["memory_mb"] = check.limit("memory_mb", options["memory_mb"], "megabytes",
+                                          MAX_MEMORY_LIMIT_MB)
+    if options.get("resources") is not None:
+        values["resources"] = check.resources(options["resources"])
     if options.get("on_failure") is not None:
         on_failure = options["on_failure"]  # a string is a shell line, a list an argv
         values["on_failure"] = check.command(on_failure, shell=isinstance(on_failure, str),
@@ -349,6 +359,35 @@ class _Checker:
             self.fail(field, f"must be a number of {unit} above 0 and at most {highest}, "
                              f"got {_short(value)}")
         return float(value)
+
+    def amount(self, field: str, value: Any, unit: str, highest: float) -> float:
+        """A finite amount of ``unit`` from 0 to ``highest``."""
+        try:
+            good = not isinstance(value, bool) and isinstance(value, numbers.Real) \
+                and math.isfinite(value) and 0 <= value <= highest
+        except OverflowError:
+            good = False
+        if not good:
+            self.fail(field, f"must be a number of {unit} from 0 to {highest:g}, got "
+                             f"{_short(value)}")
+        return float(value)
+
+    def resources(self, value: Any) -> dict[str, float]:
+        """Custom Ray resources: names to amounts."""
+        if not isinstance(value, dict) or not value:
+            self.fail("resources", f"must be a table of resource names to amounts, like "
+                                   f"{{\"gpu_box\": 1}}, got {_short(value)}")
+        amounts = {}
+        for name, amount in value.items():
+            if not isinstance(name, str) or not name or len(name) > 200:
+                self.fail("resources", f"has a bad resource name {_short(name)}: give a "
+                                       f"non-empty string")
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                instead = {"CPU": "num_cpus", "memory": "memory_mb"}.get(name)
+                self.fail("resources", f"names {name!r}, which is not a custom resource"
+                                       + (f"; use {instead}" if instead else ""))
+            amounts[name] = self.amount(f"resources[{name!r}]", amount, "units", 1e9)
+        return amounts
 
     def whole_limit(self, field: str, value: Any, unit: str, highest: int) -> int:
         """A whole number of ``unit`` from 1 to ``highest``."""

@@ -492,7 +492,8 @@ class Dispatcher:
             memory_limit_mb=config.memory_limit_mb, pids_limit=config.pids_limit,
             cpu_limit=config.cpu_limit, kill_leftovers=config.kill_leftovers,
             max_result_bytes=config.max_result_bytes or self.max_result_bytes,
-            user=config.user)
+            user=config.user, num_cpus=config.num_cpus, memory_mb=config.memory_mb,
+            resources=config.resources)
         self.store.save(record)  # committed before the process exists
         if record.attempts == 1:
             self._persist(state)  # the last start, which a restart resumes from
@@ -720,8 +721,8 @@ class Dispatcher:
 
     def _check_containment(self, config: WorkerConfig) -> None:
         """``pids_limit`` and ``cpu_limit`` are a cgroup's limits: refused without one."""
-        if self.executor is None or self.executor.containment == "cgroup":
-            return
+        if self.executor is None or self.executor.containment not in ("process-group", "none"):
+            return  # cgroups, or decided per node (a cluster): each node refuses on its own
         for field in ("pids_limit", "cpu_limit"):
             if getattr(config, field) is not None:
                 raise ConfigError(

@@ -173,6 +173,9 @@ def reason(snapshot: Snapshot, view: WorkerView, now: datetime, tz: tzinfo) -> s
     config = view.config
     if view.running is not None:
         run = view.running
+        placement = getattr(run.future, "placement", None)
+        if placement and run.pid is None:
+            return f"submitted, {placement}"
         started = run.started_at or run.due_at
         where = f" on {run.host or run.node}" if run.host or run.node else ""
         return (f"running since {_clock(started, now, tz)}{where} "

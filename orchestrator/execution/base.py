@@ -53,6 +53,9 @@ class RunSpec:
     max_result_bytes: int = 1024 * 1024    # the largest pickled result the run may return
     kill_leftovers: bool = True
     user: str | None = None  # run as this account (the executor must be root to switch)
+    num_cpus: float = 1.0    # what a cluster executor reserves for it where it places it
+    memory_mb: float | None = None
+    resources: dict[str, float] | None = None
 
 
 @dataclasses.dataclass
@@ -125,6 +128,7 @@ class RunFuture(concurrent.futures.Future):
         self.node: str | None = None               # where it runs, for a cluster executor
         self.host: str | None = None
         self.started_at: datetime | None = None    # when its process started
+        self.placement: str | None = None          # what it waits for before a start, if told
         self.started = threading.Event()  # set once user code may have begun (pid known)
         self._kill = kill
         self._start_callbacks: list[Callable[["RunFuture"], Any]] = []
