@@ -41,7 +41,7 @@ __all__ = ["Installation", "WorkerEntry", "load"]
 #: Keys of the ``[orchestrator]`` table.
 ORCHESTRATOR_KEYS = ("max_concurrent", "state_path", "timezone", "history_limit", "http",
                      "http_token_file", "containment", "max_result_bytes", "control_socket",
-                     "control_socket_group")
+                     "control_socket_group", "executor", "ray_address", "ray_runtime_env")
 
 #: Keys a worker table may have besides the register_worker options: what it runs, and two
 #: options the file passes on as they are.
@@ -251,7 +251,40 @@ def _orchestrator_options(settings: dict, directory: str, fail,
             fail(f"[orchestrator] http_token_file {value!r} must hold printable ASCII without "
                  f"spaces (it is sent in an HTTP header)", field="http_token_file")
         options["http_token"] = token
+    _executor_options(settings, options, directory, fail)
     return options
+
+
+def _executor_options(settings: dict, options: dict, directory: str, fail) -> None:
+    """``executor = "ray"`` (with ``ray_address`` and ``ray_runtime_env``): attempts run on a
+    Ray cluster; ``"process"`` (the default): on this machine."""
+    kind = settings.get("executor", "process")
+    if kind not in ("process", "ray"):
+        fail(f"[orchestrator] executor must be \"process\" or \"ray\", got {kind!r}"
+             f"{suggest(str(kind), ('process', 'ray'))}", field="executor")
+    if kind == "process":
+        for key in ("ray_address", "ray_runtime_env"):
+            if key in settings:
+                fail(f"[orchestrator] {key} applies only with executor = \"ray\"; add that "
+                     f"or remove {key}", field=key)
+        return
+    address = settings.get("ray_address")
+    if address is not None and (not isinstance(address, str) or not address):
+        fail(f"[orchestrator] ray_address must be the head's \"HOST:PORT\" or \"auto\", "
+             f"got {address!r}", field="ray_address")
+    runtime_env = settings.get("ray_runtime_env")
+    if runtime_env is not None:
+        if not isinstance(runtime_env, dict):
+            fail(f"[orchestrator] ray_runtime_env must be a table, like {{ working_dir = "
+                 f"\".\" }}, got {runtime_env!r}", field="ray_runtime_env")
+        runtime_env = dict(runtime_env)
+        if isinstance(runtime_env.get("working_dir"), str):  # relative to this file
+            runtime_env["working_dir"] = os.path.join(directory, runtime_env["working_dir"])
+    from .execution.ray import RayExecutor
+
+    kwargs = {} if runtime_env is None else {"runtime_env": runtime_env}
+    options["executor"] = RayExecutor(address, containment=options.pop("containment", "auto"),
+                                      **kwargs)
 
 
 # -- [workers.NAME] tables --------------------------------------------------------------------

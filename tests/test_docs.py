@@ -22,8 +22,8 @@ from orchestrator import cli
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 README = ROOT / "README.rst"
-#: The CI command (.ci/run), which the README must give as it is.
-TEST_COMMAND = "python -m pip install -e '.[test]' && python -m pytest -q"
+#: The CI command (the last line of .ci/run), which the README must give as it is.
+TEST_COMMAND = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
 BUILD_COMMAND = "python -m sphinx -W -b html docs docs/_build/html"
 GUARD = 'if __name__ == "__main__":'
 

@@ -116,18 +116,24 @@ class ProcessExecutor(RunExecutor):
     :param sample_interval: seconds between two live samples of every running attempt's
         processes (``RunFuture.usage``; without cgroups also the check of
         ``memory_limit_mb``).
+    :param main_script: load the main script in the launcher, as multiprocessing's spawn
+        does, so that functions defined in it can run (default). A host process whose main
+        script is not the user's (a Ray worker) passes False; functions defined in a
+        ``__main__`` then travel by value (with cloudpickle).
     :raises ContainmentError: with ``containment="cgroup"`` where cgroups cannot be made,
         naming what is missing and how to get it.
     :raises RuntimeError: from :meth:`submit_run` after :meth:`shutdown`.
     """
 
-    def __init__(self, *, containment: str = "auto", sample_interval: float = 0.5) -> None:
+    def __init__(self, *, containment: str = "auto", sample_interval: float = 0.5,
+                 main_script: bool = True) -> None:
         if containment not in CONTAINMENTS:
             raise ValueError(f"containment must be one of {', '.join(CONTAINMENTS)}, got "
                              f"{containment!r}")
         if sample_interval <= 0:
             raise ValueError(f"sample_interval must be > 0, got {sample_interval!r}")
         self.sample_interval = sample_interval
+        self.main_script = main_script
         self._cgroups: cgroups.Support | None = None
         if containment == "process-group":
             self.containment = "process-group"
@@ -454,7 +460,8 @@ class _LauncherLink:
         self.thread.start()
         _live_executors.add(executor)
         plan = None if self.plan is None else wire.CgroupPlan(*self.plan)
-        self.send(wire.Init(_preparation_data(), executor.sample_interval, plan))
+        self.send(wire.Init(_preparation_data(executor.main_script), executor.sample_interval,
+                            plan))
 
     def send(self, message) -> None:
         """Queue ``message`` and send what the socket takes now, never waiting: what a
@@ -589,17 +596,17 @@ def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str
         cwd = os.getcwd()
     modules: list[str] = []
     if spec.function is not None:
+        call = (spec.function, spec.pass_argument, spec.argument)
         try:
-            call, modules = _pickle_noting_modules(
-                (spec.function, spec.pass_argument, spec.argument))
+            call, modules = _pickle_noting_modules(call)
+            by_value = False
         except Exception as exc:
-            raise _CannotStart(f"cannot pickle the function or its argument: "
-                               f"{type(exc).__name__}: {exc}") from None
+            call, by_value = _pickle_by_value(call, exc), True
         program = spec.worker
         # A module-level function (pickled by name) with no argument or the WorkerConfig:
         # unpickling that runs no user code, so spares may unpickle a copy ahead of time
         # (see _launcher._spare_main). Any other object may do anything when unpickled.
-        warm = isinstance(spec.function, types.FunctionType) and (
+        warm = not by_value and isinstance(spec.function, types.FunctionType) and (
             spec.argument is None or type(spec.argument) is WorkerConfig)
         job = wire.FunctionJob(list(sys.path), cwd, env, variables, call, identity,
                                spec.max_result_bytes)
@@ -662,6 +669,27 @@ def _pickle_noting_modules(obj) -> tuple[bytes, list[str]]:
     return buffer.getvalue(), sorted(pickler.modules - {"builtins"})
 
 
+def _pickle_by_value(call: tuple, error: Exception) -> bytes:
+    """``call`` pickled with cloudpickle, which takes functions of a ``__main__`` this
+    process did not load from a file (a Ray node's copy of the orchestrator's) by value.
+
+    :raises _CannotStart: with the plain pickler's ``error`` where that does not apply.
+    """
+    function = call[0]
+    if getattr(function, "__module__", None) == "__main__":
+        try:
+            import cloudpickle
+        except ImportError:
+            pass
+        else:
+            try:
+                return cloudpickle.dumps(call, pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                error = exc
+    raise _CannotStart(f"cannot pickle the function or its argument: "
+                       f"{type(error).__name__}: {error}") from None
+
+
 def _command_argv(spec: RunSpec) -> list[str]:
     command = spec.command
     if spec.shell:
@@ -679,9 +707,9 @@ def _command_argv(spec: RunSpec) -> list[str]:
     return argv
 
 
-def _preparation_data() -> dict:
+def _preparation_data(main_script: bool = True) -> dict:
     """What the launcher needs to load the workers' modules, as multiprocessing's spawn does
-    (sys.path, cwd, and the main script, loaded as ``__mp_main__``)."""
+    (sys.path, cwd, and with ``main_script`` the main script, loaded as ``__mp_main__``)."""
     chosen = multiprocessing.get_start_method(allow_none=True)
     data = multiprocessing.spawn.get_preparation_data("orchestrator-launcher")
     if chosen is None:
@@ -690,6 +718,9 @@ def _preparation_data() -> dict:
         multiprocessing.set_start_method(None, force=True)
         del data["start_method"]
     data["authkey"] = bytes(data["authkey"])
+    if not main_script:
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
     return data
 
 
