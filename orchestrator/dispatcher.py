@@ -293,6 +293,9 @@ class Dispatcher:
         starts, self._to_submit = self._to_submit, []
         for running, spec in starts:
             self._submit(running, spec)
+            self._touch(spec.worker)
+        if starts:  # readers see each run's future: what it waits for, its live usage
+            self._publish()
 
     def _drain(self) -> None:
         while True:

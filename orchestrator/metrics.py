@@ -143,6 +143,14 @@ class OrchestratorCollector:
                     family.add_metric([name], value)
             yield family
 
+        where = GaugeMetricFamily("orchestrator_worker_node_info", "Where each running run "
+                                  "is, on a cluster: its node id and host name.",
+                                  labels=["worker", "node", "host"])
+        for name, worker in workers.items():
+            if worker.get("running") and worker.get("node"):
+                where.add_metric([name, worker["node"], worker.get("host") or ""], 1)
+        yield where
+
         for field, metric, help_text in _WORKER_COUNTERS:
             family = CounterMetricFamily(metric, help_text, labels=["worker"])
             for name, worker in workers.items():

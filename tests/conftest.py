@@ -16,7 +16,8 @@ def wait_for(condition, timeout: float = 20.0, interval: float = 0.01, message: 
     """Wait until ``condition()`` is truthy and return its value; fail after ``timeout``.
 
     Used for conditions that have no event to block on (a process appearing or vanishing).
-    On expiry it dumps every thread's traceback, so a hang explains itself.
+    On expiry it dumps every thread's traceback, so a hang explains itself; ``message`` may
+    be a callable, to say what was seen instead.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -25,7 +26,8 @@ def wait_for(condition, timeout: float = 20.0, interval: float = 0.01, message: 
             return value
         if time.monotonic() > deadline:
             faulthandler.dump_traceback(file=sys.stderr)
-            pytest.fail(f"condition not met within {timeout}s: {message or condition}")
+            said = message() if callable(message) else message
+            pytest.fail(f"condition not met within {timeout}s: {said or condition}")
         time.sleep(interval)
 
 

@@ -60,3 +60,25 @@ def allocate_without_bound() -> None:
         time.sleep(0.01)
     while True:
         time.sleep(3600)
+
+
+def write_pid_and_wait(directory: str) -> str:
+    """Write this process's pid to ``directory``/pids, then wait until ``directory``/go
+    exists; return the pid."""
+    folder = Path(directory)
+    with open(folder / "pids", "a") as pids:
+        pids.write(f"{os.getpid()}\n")
+    while not (folder / "go").exists():
+        time.sleep(0.02)
+    return str(os.getpid())
+
+
+def produce(directory: str) -> str:
+    """The first step of a pipeline: write a file the next step reads."""
+    (Path(directory) / "fetched").write_text("42\n")
+    return "fetched"
+
+
+def consume(directory: str) -> int:
+    """The second step: read what the first wrote."""
+    return int((Path(directory) / "fetched").read_text()) + 1

@@ -37,8 +37,21 @@ __all__ = ["RayExecutor", "RayUnavailableError"]
 #: How long start() waits for the launcher actors of the nodes there are.
 LAUNCHERS_READY_SECONDS = 120.0
 
+#: How long a failed attempt waits for Ray to say whether its node died (Ray marks a
+#: silent node dead after missing its health checks for several seconds).
+NODE_LOST_SECONDS = 45.0
+
+#: How long a launcher has to answer before it is taken for dead and replaced.
+LAUNCHER_ANSWER_SECONDS = 10.0
+
 #: How long start() tries to reach the cluster's address before giving up.
 CONNECT_SECONDS = 10.0
+
+
+#: For each node's launcher actor: Ray must not SIGKILL the actor's children when the actor
+#: exits (its driver gone, say); its child, the node's process engine, sees the actor gone
+#: and kills every run's whole tree (a cgroup's every process) before it exits.
+LAUNCHER_ENVIRONMENT = {"RAY_kill_child_processes_on_worker_exit": "false"}
 
 
 class RayUnavailableError(OrchestratorError):
@@ -234,6 +247,7 @@ class RayExecutor(RunExecutor):
                 launcher = self._actor.options(
                     num_cpus=0, max_concurrency=1000,
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+                    runtime_env={"env_vars": LAUNCHER_ENVIRONMENT},
                 ).remote(self._token, self.node_containment, self.sample_interval)
                 self._launchers[node] = launcher
             return launcher
@@ -336,16 +350,38 @@ class RayExecutor(RunExecutor):
             outcome = attempt.kill[0] if attempt.kill else Outcome.CANCELLED
             return _killed(outcome, "while it was being placed")
         if attempt.node is not None:
-            alive = await asyncio.get_running_loop().run_in_executor(
-                None, _node_alive, attempt.node)
-            if not alive:
+            # The run's processes or its launcher went away: with their node, if Ray marks
+            # that node dead within a while (it notices a silent node in seconds, not at once).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + NODE_LOST_SECONDS
+            while await loop.run_in_executor(None, _node_alive, attempt.node):
+                if loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            else:
                 with self._lock:
                     self._launchers.pop(attempt.node, None)
                     self._nodes.pop(attempt.node, None)
+                self._describe_containment()
                 host = attempt.future.host or attempt.node[:12]
                 return _crashed(attempt, f"node lost: {host} ({attempt.node[:12]}) left the "
                                          f"cluster during the run")
+            await self._check_launcher(attempt.node)
         return _crashed(attempt, f"the attempt's Ray task failed: {_one_line(error)}")
+
+    async def _check_launcher(self, node: str) -> None:
+        """Forget the launcher of ``node`` if it no longer answers (the next attempt there
+        makes a new one); one that answers keeps serving its runs."""
+        with self._lock:
+            launcher = self._launchers.get(node)
+        if launcher is None:
+            return
+        try:
+            await asyncio.wait_for(launcher.describe.remote(), LAUNCHER_ANSWER_SECONDS)
+        except Exception:
+            with self._lock:
+                if self._launchers.get(node) is launcher:
+                    del self._launchers[node]
 
     def _complete(self, attempt: _Attempt, result: AttemptResult) -> None:
         with self._lock:

@@ -90,6 +90,30 @@ def socket_path(token: str, node: str) -> str:
     return os.path.join(tempfile.gettempdir(), f"orchestrator-ray-{token}-{node[:16]}.sock")
 
 
+def _sweep_stale_sockets() -> None:
+    """Remove the sockets of launchers that died without closing (their driver was killed
+    with SIGKILL, their node lost power): this account's, bound over a minute ago, and
+    answering no one."""
+    folder = tempfile.gettempdir()
+    for name in os.listdir(folder):
+        if not (name.startswith("orchestrator-ray-") and name.endswith(".sock")):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            facts = os.lstat(path)
+            if facts.st_uid != os.getuid() or time.time() - facts.st_mtime < 60:
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.connect(path)
+        except ConnectionRefusedError:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        except OSError:
+            continue
+
+
 # -- the task -----------------------------------------------------------------------------------
 
 def attempt(token: str, key: str, spec: bytes):
@@ -99,17 +123,17 @@ def attempt(token: str, key: str, spec: bytes):
 
     node = ray.get_runtime_context().get_node_id()
     path = socket_path(token, node)
-    if not os.path.exists(path):
+    connection = _connect(path)
+    if connection is None:  # none yet, or a dead one's socket
         yield NeedLauncher(node)
         deadline = time.monotonic() + LAUNCHER_WAIT_SECONDS
-        while not os.path.exists(path):
+        while connection is None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no orchestrator launcher appeared on node {node[:12]} "
                                    f"within {LAUNCHER_WAIT_SECONDS:g}s")
             time.sleep(0.02)
-    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            connection = _connect(path)
     try:
-        connection.connect(path)
         _send(connection, Begin(key, spec))
         while True:
             message = _receive(connection)
@@ -121,6 +145,17 @@ def attempt(token: str, key: str, spec: bytes):
                 return
     finally:
         connection.close()  # the launcher kills a run whose task is gone
+
+
+def _connect(path: str) -> socket.socket | None:
+    """A connection to the launcher listening at ``path``, or None if none listens there."""
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        connection.close()
+        return None
+    return connection
 
 
 # -- the launcher actor -------------------------------------------------------------------------
@@ -144,6 +179,7 @@ class NodeLauncher:
         self._runs: dict[str, Any] = {}  # key -> RunFuture
         self._closed = False
         self.path = socket_path(token, self.node)
+        _sweep_stale_sockets()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             os.unlink(self.path)
