@@ -10,12 +10,15 @@ Rows (issue "Benchmarks against the tools users would otherwise pick"):
    trees, each measured from outside its own process (:mod:`bench.probe`);
 5. scale, from :mod:`bench.scale`;
 7. lateness of a 0.5 s worker while 8 threads read the status of 10,000 workers
-   (:mod:`bench.status_load`).
+   (:mod:`bench.status_load`);
+8. the Ray executor beside bare Ray tasks on one local Ray (:mod:`bench.cluster`; needs the
+   ``ray`` extra).
 
 Each figure is the median over the repetitions, with their spread (lowest-highest);
 "x this project" divides a peer's figure by this project's. Absolute figures drift on a
 shared machine; ratios of one run hold better. Run as ``python -m bench`` (``--quick``:
-under 2 minutes, for a smoke check; ``--json FILE``: every figure and repetition).
+under 2 minutes, for a smoke check; ``--json FILE``: every figure and repetition);
+``python -m bench ray`` (or ``engine``, ``lateness``, ...) runs only the rows named.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` and ``orchestra
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import engine, lateness, probe, scale, status_load  # noqa: E402
+
+ROWS = ("engine", "lateness", "idle", "scale", "monitoring", "status", "ray")
 
 
 class Figures:
@@ -248,6 +253,72 @@ def measure_status_load(figures: Figures, repetitions: int, workers: int,
                    p99 <= 0.020, f"{p99 * 1000:.1f} ms")
 
 
+# -- row 8 --------------------------------------------------------------------------------------
+
+def measure_ray(figures: Figures, repetitions: int, quick: bool) -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        figures.note("8 ray", "orchestrator RayExecutor", "", "n/a: pip install -e '.[ray]'")
+        return
+    from bench import cluster
+
+    context = multiprocessing.get_context("spawn")  # Ray's threads stay out of this process
+    for _ in range(repetitions):
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+            result = pool.submit(cluster.measure, 30 if quick else 100, 200 if quick else 600,
+                                 10 if quick else 30).result()
+        for key in ("bare.round_trip", "bare.forked", "bare.start", "ours.start",
+                    "ours.round_trip", "ours.kill0", "ours.kill0.5", "bare.cancel"):
+            figures.add(f"ray.{key}.p50", engine.percentile(result[key], 0.5))
+            figures.add(f"ray.{key}.p99", engine.percentile(result[key], 0.99))
+        for key in ("bare.throughput", "ours.throughput", "ours.kill0.left",
+                    "ours.kill0.5.left", "bare.cancel.left", "kills"):
+            figures.add(f"ray.{key}", result[key])
+    ours, bare = "orchestrator RayExecutor", "bare Ray task"
+    for quantile in ("p50", "p99"):
+        figures.line("8 ray", bare, f"round trip {quantile}", f"ray.bare.round_trip.{quantile}",
+                     "ms", 1000, baseline=f"ray.ours.start.{quantile}")
+        figures.line("8 ray", bare + " that forks", f"round trip {quantile}",
+                     f"ray.bare.forked.{quantile}", "ms", 1000,
+                     baseline=f"ray.ours.start.{quantile}")
+        figures.line("8 ray", bare, f"submit -> user code {quantile}",
+                     f"ray.bare.start.{quantile}", "ms", 1000,
+                     baseline=f"ray.ours.start.{quantile}")
+        figures.line("8 ray", ours, f"submit -> user code {quantile}",
+                     f"ray.ours.start.{quantile}", "ms", 1000)
+        figures.line("8 ray", ours, f"round trip {quantile}", f"ray.ours.round_trip.{quantile}",
+                     "ms", 1000, baseline=f"ray.ours.start.{quantile}")
+    figures.line("8 ray", bare, f"no-op runs, {cluster.IN_FLIGHT} in flight",
+                 "ray.bare.throughput", "/s", baseline="ray.ours.throughput", digits=0)
+    figures.line("8 ray", ours, f"no-op runs, {cluster.IN_FLIGHT} in flight",
+                 "ray.ours.throughput", "/s", digits=0)
+    for grace in ("0", "0.5"):
+        for quantile in ("p50", "p99"):
+            figures.line("8 ray", ours, f"kill, grace {grace} s: {quantile} past grace",
+                         f"ray.ours.kill{grace}.{quantile}", "ms", 1000)
+        figures.line("8 ray", ours, f"kill, grace {grace} s: processes left",
+                     f"ray.ours.kill{grace}.left", "", digits=0)
+    for quantile in ("p50", "p99"):
+        figures.line("8 ray", bare, f"ray.cancel(force=True) {quantile}",
+                     f"ray.bare.cancel.{quantile}", "ms", 1000)
+    figures.line("8 ray", bare, "ray.cancel(force=True): daemons left after 1 s",
+                 "ray.bare.cancel.left", "", digits=0)
+
+    over = figures.median("ray.ours.start.p50") - figures.median("ray.bare.round_trip.p50")
+    figures.target("8 ray start p50 <= bare task round trip + 5 ms", over <= 0.005,
+                   f"+{over * 1000:.1f} ms")
+    share = figures.median("ray.ours.throughput") / figures.median("ray.bare.throughput")
+    figures.target("8 ray no-op throughput >= 50% of bare tasks", share >= 0.5, f"{share:.0%}")
+    kill = max(figures.median("ray.ours.kill0.p99"), figures.median("ray.ours.kill0.5.p99"))
+    left = figures.median("ray.ours.kill0.left") + figures.median("ray.ours.kill0.5.left")
+    figures.target("8 ray kill <= grace + 50 ms at p99, no process left",
+                   kill <= 0.050 and left == 0,
+                   f"+{kill * 1000:.1f} ms, {left:.0f} left (bare cancel: "
+                   f"{figures.median('ray.bare.cancel.left'):.0f} of "
+                   f"{figures.median('ray.kills'):.0f} daemons left)")
+
+
 # -- the table ----------------------------------------------------------------------------------
 
 def print_table(figures: Figures, command: str, elapsed: float) -> None:
@@ -277,7 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="fewer and shorter repetitions (under 2 minutes); a smoke check")
     parser.add_argument("--json", metavar="FILE", help="write every figure and repetition")
+    parser.add_argument("rows", nargs="*", metavar="ROW",
+                        help=f"only these rows: {', '.join(ROWS)} (default: all)")
     options = parser.parse_args(argv)
+    unknown = [row for row in options.rows if row not in ROWS]
+    if unknown:
+        parser.error(f"no row {unknown[0]!r}; the rows are {', '.join(ROWS)}")
+    rows = set(options.rows or ROWS)
     from loguru import logger
 
     logger.remove()  # a run per event on the terminal would be measured too
@@ -285,18 +362,29 @@ def main(argv: list[str] | None = None) -> int:
     begun = time.monotonic()
     figures = Figures()
     # The engine's floor forks this process: measure it before any thread exists.
-    engine_names = measure_engine(figures, 1 if quick else 2, quick)
-    measure_lateness(figures, 1 if quick else 3, 8.0 if quick else 30.0)
-    report_engine(figures, engine_names)
+    if "engine" in rows:
+        engine_names = measure_engine(figures, 1 if quick else 2, quick)
+    if "lateness" in rows:
+        measure_lateness(figures, 1 if quick else 3, 8.0 if quick else 30.0)
+    if "engine" in rows:
+        report_engine(figures, engine_names)
     # start() returns before the set-up work is over (about 3 s of it for 1,000 workers):
     # the idle window opens well after it
-    measure_idle(figures, 1 if quick else 2, 10.0 if quick else 60.0, 5.0 if quick else 10.0)
-    measure_scale(figures, 1 if quick else 3, 2_000 if quick else 10_000)
-    measure_monitoring(figures, 1 if quick else 3, 5.0 if quick else 20.0,
-                       1.0 if quick else 2.0)
-    measure_status_load(figures, 1 if quick else 3, 2_000 if quick else 10_000,
-                        6.0 if quick else 20.0)
-    command = "python -m bench" + (" --quick" if quick else "")
+    if "idle" in rows:
+        measure_idle(figures, 1 if quick else 2, 10.0 if quick else 60.0,
+                     5.0 if quick else 10.0)
+    if "scale" in rows:
+        measure_scale(figures, 1 if quick else 3, 2_000 if quick else 10_000)
+    if "monitoring" in rows:
+        measure_monitoring(figures, 1 if quick else 3, 5.0 if quick else 20.0,
+                           1.0 if quick else 2.0)
+    if "status" in rows:
+        measure_status_load(figures, 1 if quick else 3, 2_000 if quick else 10_000,
+                            6.0 if quick else 20.0)
+    if "ray" in rows:
+        measure_ray(figures, 1 if quick else 2, quick)
+    command = " ".join(["python -m bench", *(["--quick"] if quick else []),
+                        *sorted(options.rows or [])])
     print_table(figures, command, time.monotonic() - begun)
     if options.json:
         with open(options.json, "w") as file:

@@ -298,13 +298,13 @@ def _history(arguments) -> int:
     if arguments.json:
         print(json.dumps(runs, indent=2))
         return 0
-    hosts = any(run.get("host") for run in runs)  # ran on a cluster: say where
+    nodes = any(run.get("node") for run in runs)  # ran on a cluster: say where
     _print_table(["RUN", "WORKER", "CAUSE", "DUE", "STARTED", "DURATION", "OUTCOME",
-                  "ATTEMPTS", *(["HOST"] if hosts else []), "WHY"], [
+                  "ATTEMPTS", *(["HOST", "NODE"] if nodes else []), "WHY"], [
         [run["run_id"], run["worker"], run["cause"], _short_time(run["due_at"]),
          _short_time(run["started_at"]), _seconds(run["duration_seconds"]),
          run["outcome"] or run["state"], str(run["attempts"]),
-         *([run.get("host") or ""] if hosts else []), _why(run)]
+         *([run.get("host") or "", (run.get("node") or "")[:8]] if nodes else []), _why(run)]
         for run in runs])
     return 0
 

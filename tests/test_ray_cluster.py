@@ -118,7 +118,9 @@ def test_status_says_where_a_run_runs_and_what_an_unplaced_run_waits_for(make, r
     wait_for(lambda: orch.history("queued") and orch.history("queued")[0].outcome,
              timeout=WAIT, message="the unplaced run cancelled")
     [queued] = orch.history("queued")
-    assert queued.outcome.value == "cancelled" and queued.node is None
+    assert queued.outcome.value == "cancelled" and queued.node is None, [
+        (r.worker, r.outcome, r.error, r.started_at, r.ended_at, r.node)
+        for r in orch.history()]
 
     (tmp_path / "go").touch()
     wait_for(lambda: orch.history("hold")[0].outcome, timeout=WAIT, message="hold ended")
@@ -166,13 +168,15 @@ def test_the_orchestrator_killed_leaves_nothing_on_any_node(ray_cluster, tmp_pat
         ray_address = "{ray_cluster.address}"
 
         [workers.on-b]
-        command = "sleep 1000 & echo $$ $! > {tmp_path}/on-b.tmp && mv {tmp_path}/on-b.tmp {tmp_path}/on-b; wait"
+        command = "sleep 1000 & echo $$ $! > on-b.tmp && mv on-b.tmp {tmp_path}/on-b; wait"
+        cwd = "{tmp_path}"
         shell = true
         execution_mode = "triggered"
         resources = {{ nodeb = 1 }}
 
         [workers.on-c]
-        command = "sleep 1000 & echo $$ $! > {tmp_path}/on-c.tmp && mv {tmp_path}/on-c.tmp {tmp_path}/on-c; wait"
+        command = "sleep 1000 & echo $$ $! > on-c.tmp && mv on-c.tmp {tmp_path}/on-c; wait"
+        cwd = "{tmp_path}"
         shell = true
         execution_mode = "triggered"
         resources = {{ nodec = 1 }}

@@ -175,7 +175,7 @@ def probe(proc: str = "/proc") -> Support | str:
     detail = _describe(roles, used)
     if "favordynmods" not in _options_of(_read_quietly(f"{proc}/self/mountinfo"), used):
         detail += ("; mounted without favordynmods, so moving a run's process into its cgroup "
-                   "can hold up forks for milliseconds (README: Containment)")
+                   "can hold up forks for milliseconds (the containment guide)")
     return Support(used, roles, adopt, detail)
 
 

@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import itertools
+import os
 import pickle
 import secrets
 import socket
@@ -85,7 +86,6 @@ class RayExecutor(RunExecutor):
     """
 
     containment = "unknown"
-    containment_detail = "on a Ray cluster, not yet connected"
 
     def __init__(self, address: str | None = None, *, containment: str = "auto",
                  sample_interval: float = 1.0, **ray_init_kwargs: Any) -> None:
@@ -96,6 +96,9 @@ class RayExecutor(RunExecutor):
                               f"{', '.join(map(repr, CONTAINMENTS))}, got {containment!r}",
                               field="containment")
         self.address = address
+        self.containment_detail = (f"decided by each node of "
+                                   f"{'a local Ray' if address is None else f'Ray at {address}'}"
+                                   f" once connected ({containment})")
         self.node_containment = containment
         self.sample_interval = sample_interval
         self.ray_init_kwargs = ray_init_kwargs
@@ -233,7 +236,12 @@ class RayExecutor(RunExecutor):
             raise
         except BaseException as error:  # ray.init may even raise SystemExit
             where = "a local Ray" if address is None else f"the Ray cluster at {address}"
-            raise RayUnavailableError(f"cannot connect to {where}: {_one_line(error)}"
+            hint = ""
+            if address is not None and os.environ.get("RAY_AUTH_MODE") != "token":
+                hint = ("; a cluster started by 'ray start' asks for its token: set "
+                        "RAY_AUTH_MODE=token, with the head's ~/.ray/auth_token here (or "
+                        "RAY_AUTH_TOKEN)")
+            raise RayUnavailableError(f"cannot connect to {where}: {_one_line(error)}{hint}"
                                       ) from None
         self._started_ray = True
 
