@@ -17,7 +17,8 @@ def describe_outcome(outcome: Outcome) -> str:
 
 
 _OUTCOME_WORDS = {
-    Outcome.TIMED_OUT: "timed out", Outcome.MEMORY_EXCEEDED: "exceeded its memory limit",
+    Outcome.TIMED_OUT: "timed out", Outcome.STALLED: "stalled",
+    Outcome.MEMORY_EXCEEDED: "exceeded its memory limit",
     Outcome.CRASHED: "crashed", Outcome.CANCELLED: "was cancelled",
     Outcome.INTERRUPTED: "was interrupted", Outcome.FAILED: "failed",
     Outcome.SUCCEEDED: "succeeded"}

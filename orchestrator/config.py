@@ -28,6 +28,8 @@ from .errors import ConfigError
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 #: Longest worker name (it is a file name, a URL path segment and a metric label).
 MAX_NAME_LENGTH = 200
+#: Largest jitter: a day.
+MAX_JITTER_SECONDS = 86_400
 #: Shortest interval: APScheduler's interval trigger has microsecond resolution and turns 0
 #: into 1 s, so anything near it would silently run at another rate.
 MIN_INTERVAL_SECONDS = 0.001
@@ -68,7 +70,7 @@ _PRIORITY_RANK = {JobPriority.LOW: 0, JobPriority.NORMAL: 1, JobPriority.HIGH: 2
 
 
 class WorkerExecutionMode(str, enum.Enum):
-    """When a worker's runs become due (S4)."""
+    """When a worker's runs become due: on its schedule, when triggered, or back to back."""
 
     SCHEDULED = "scheduled"    # on an interval or a crontab line
     TRIGGERED = "triggered"    # on trigger_worker(), or after its dependencies succeed
@@ -129,6 +131,8 @@ class WorkerConfig:
     num_cpus: float = 1.0                   # on a Ray cluster: what placement reserves
     memory_mb: float | None = None
     resources: dict[str, float] | None = None
+    jitter_seconds: float | None = None     # each due time later by a planned [0, jitter)
+    stall_seconds: float | None = None      # no CPU and no output for this long: stalled
     passes_config: bool = False  # fn is called as fn(config) rather than fn()
     # runtime fields, filled in snapshots
     is_enabled: bool = True
@@ -153,7 +157,7 @@ OPTIONS = ("execution_mode", "interval_seconds", "timeout_seconds", "max_retries
            "env", "cwd", "memory_limit_mb", "pids_limit", "cpu_limit", "max_result_bytes",
            "kill_grace_seconds", "retry_delay_seconds",
            "misfire_grace_seconds", "overlap", "on_failure", "kill_leftovers", "run_at_start",
-           "user", "num_cpus", "memory_mb", "resources")
+           "user", "num_cpus", "memory_mb", "resources", "jitter_seconds", "stall_seconds")
 
 _RUNTIME_FIELDS = ("is_enabled", "is_running", "consecutive_failures", "last_run",
                    "last_success", "last_error")
@@ -243,8 +247,18 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
                 check.fail("interval_seconds", f"must be at least {MIN_INTERVAL_SECONDS} "
                                                f"(a millisecond), got "
                                                f"{options['interval_seconds']!r}")
+        if options.get("jitter_seconds") is not None:
+            jitter = values["jitter_seconds"] = check.positive("jitter_seconds",
+                                                               options["jitter_seconds"])
+            if jitter > MAX_JITTER_SECONDS:
+                check.fail("jitter_seconds", f"must be at most {MAX_JITTER_SECONDS} (a day), "
+                                             f"got {_short(jitter)}")
+            if values["interval_seconds"] is not None and jitter >= values["interval_seconds"]:
+                check.fail("jitter_seconds", f"must be less than interval_seconds "
+                                             f"({values['interval_seconds']:g}), so that runs "
+                                             f"keep their order; got {_short(jitter)}")
     else:
-        for key in ("interval_seconds", "cron"):
+        for key in ("interval_seconds", "cron", "jitter_seconds"):
             if options.get(key) is not None:
                 check.fail(key, f"has no effect for a {mode.value} worker; remove it or use "
                                 f"execution_mode='scheduled'")
@@ -297,6 +311,8 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
     if options.get("misfire_grace_seconds") is not None:
         values["misfire_grace_seconds"] = check.non_negative(
             "misfire_grace_seconds", options["misfire_grace_seconds"])
+    if options.get("stall_seconds") is not None:
+        values["stall_seconds"] = check.positive("stall_seconds", options["stall_seconds"])
     values["run_at_start"] = check.boolean("run_at_start", options.get("run_at_start", False))
     if options.get("user") is not None:
         values["user"] = check.user(options["user"])

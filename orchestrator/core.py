@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 from loguru import logger
 
-from .config import (DEFAULT_MAX_RESULT_BYTES, MAX_MAX_RESULT_BYTES, WorkerConfig, build_config,
-                     check_name, parse_timezone, suggest)
+from .config import (DEFAULT_MAX_RESULT_BYTES, MAX_MAX_RESULT_BYTES, MAX_MEMORY_LIMIT_MB,
+                     WorkerConfig, build_config, check_name, parse_timezone, suggest)
 from .dispatcher import Dispatcher
 from .errors import (ConfigError, NestedStartError, NotRunningError, OrchestratorError,
                      UnknownWorkerError)
@@ -70,8 +70,14 @@ class WorkerOrchestrator:
         (default 1 MiB; a worker's own ``max_result_bytes`` wins); a bigger one fails its run.
     :param containment: what keeps each attempt's processes together: ``"auto"``
         (default: a cgroup per attempt where cgroups may be made, else process groups),
-        ``"cgroup"`` (refuse where they cannot) or ``"process-group"``. See README
-        "Containment".
+        ``"cgroup"`` (refuse where they cannot) or ``"process-group"``; see the
+        containment guide.
+    :param admit_by_memory: start a run only if its worker's learned peak (the largest tree
+        peak of its last 5 successful runs) fits in the memory the machine can still give
+        (``MemAvailable``, or this process's cgroup's room if lower) less
+        ``memory_reserve_mb``; a run that does not fit waits (others pass it), and starts
+        anyway, with a warning, when nothing else runs. Default ``False``.
+    :param memory_reserve_mb: memory kept free for everything else (default 256).
     :raises ConfigError: on an invalid option.
     :raises ContainmentError: for ``containment="cgroup"`` where cgroups cannot be made.
     """
@@ -82,7 +88,17 @@ class WorkerOrchestrator:
                  http_token: str | None = None, containment: str = "auto",
                  max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
                  control_socket: str | os.PathLike | bool | None = None,
-                 control_socket_group: str | None = None):
+                 control_socket_group: str | None = None, admit_by_memory: bool = False,
+                 memory_reserve_mb: float = 256.0):
+        if not isinstance(admit_by_memory, bool):
+            raise ConfigError(f"orchestrator: admit_by_memory must be true or false, got "
+                              f"{admit_by_memory!r}", field="admit_by_memory")
+        if isinstance(memory_reserve_mb, bool) \
+                or not isinstance(memory_reserve_mb, (int, float)) \
+                or not 0 <= memory_reserve_mb <= MAX_MEMORY_LIMIT_MB:
+            raise ConfigError(f"orchestrator: memory_reserve_mb must be a number of megabytes "
+                              f"from 0 to {MAX_MEMORY_LIMIT_MB}, got {memory_reserve_mb!r}",
+                              field="memory_reserve_mb")
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) \
                 or max_concurrent < 1:
             raise ConfigError(f"orchestrator: max_concurrent must be a whole number of at "
@@ -124,7 +140,9 @@ class WorkerOrchestrator:
                                       store=(MemoryHistory(history_limit) if state_path is None
                                              else StateStore(os.fspath(state_path),
                                                              history_limit)),
-                                      events=self._events, max_result_bytes=max_result_bytes)
+                                      events=self._events, max_result_bytes=max_result_bytes,
+                                      admit_by_memory=admit_by_memory,
+                                      memory_reserve_mb=memory_reserve_mb)
         self._status = StatusBoard(lambda: self._dispatcher.snapshot,
                                    self._dispatcher.clock.now)
         self._file_watch: FileWatch | None = None
@@ -163,7 +181,7 @@ class WorkerOrchestrator:
 
     def register_worker(self, name: str, fn: Callable | None = None, *,
                         command: list[str] | str | None = None, **options: Any) -> WorkerConfig:
-        """Register a worker; see README "Worker options" for ``options``.
+        """Register a worker; the user guide's "Workers and options" page lists ``options``.
 
         Allowed while running; validated the same way either way.
 
@@ -401,7 +419,8 @@ class WorkerOrchestrator:
 
     def trigger_worker(self, name: str, wait: bool = False,
                        timeout: float | None = None) -> bool:
-        """Make a run of ``name`` due now (it still obeys S5's admission rules).
+        """Make a run of ``name`` due now (it still waits for its dependencies, exclusions and
+        a free slot).
 
         A worker that is running gets one run queued behind the current one.
 
@@ -495,9 +514,9 @@ class WorkerOrchestrator:
     # -- reading --------------------------------------------------------------------------
 
     def get_status(self) -> dict:
-        """What runs, what waits and why; see README "Status". Read from the newest state
-        the dispatcher published, on the caller's thread: it never waits for a run or a
-        step, and never delays one. The dict and its lists are the caller's; each worker's
+        """What runs, what waits and why; see the user guide's "Status" page. Read from the
+        newest state the dispatcher published, on the caller's thread: it never waits for a
+        run or a step, and never delays one. The dict and its lists are the caller's; each worker's
         dict is shared with other callers until it changes: read it, do not change it."""
         return self._status.copy()
 
@@ -585,6 +604,10 @@ class WorkerOrchestrator:
         self._events.add_listener(callback)
 
     def remove_listener(self, callback: Callable[[RunEvent], Any]) -> None:
+        """Stop calling ``callback``.
+
+        :raises ValueError: if it was not added.
+        """
         self._events.remove_listener(callback)
 
 

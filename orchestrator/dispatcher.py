@@ -9,9 +9,9 @@
                                   |
                    Dispatcher thread: step(now), one SQLite transaction
                      1. run queued commands (finished and started attempts among them)
-                     2. due times <= now      -> pending runs   (Schedule, S4)
+                     2. due times <= now      -> pending runs   (schedule.py)
                      3. pending runs, by priority, that pass   -> runs to start
-                        overlap / dependencies / exclusion / slots   (S5, admission.py)
+                        overlap / dependencies / exclusion / slots   (admission.py)
                      4. commit; publish a Snapshot (views.py) for readers; deliver the
                         step's events; answer the commands; hand the runs to start to
                         executor.submit_run, which returns at once
@@ -28,6 +28,7 @@ not on an executor, not on a reader.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -52,12 +53,17 @@ from .events import EventBus, RunEvent
 from .execution.base import AttemptResult, RunExecutor, RunFuture, RunSpec
 from .graph import ConstraintGraph
 from .history import MemoryHistory
+from .memory import available_bytes, human
 from .runs import Cause, Outcome, RunRecord, RunState, new_run_id
 from .schedule import Schedule, missed_while_down
 from .views import RunView, Snapshot, WorkerView
 
 #: Longest sleep between steps where steps of the wall clock cannot be watched (no timerfd).
 MAX_SLEEP_SECONDS = 60.0
+#: Successful runs whose tree peaks a worker's learned memory comes from.
+LEARNED_RUNS = 5
+#: How often a run waiting for memory looks again when no run ends meanwhile.
+MEMORY_RECHECK_SECONDS = 5.0
 #: How often changes the state file could not take are tried again.
 RETRY_WRITE_SECONDS = 5.0
 #: How long an ``on_failure`` command may run before it is killed.
@@ -86,10 +92,17 @@ class WorkerState:
     schedule_anchor: datetime | None = None   # an interval's first due time
     next_due: datetime | None = None
     last_due: datetime | None = None          # the newest due time that fired
-    missed: int = 0                           # due times missed while down (S4)
+    missed: int = 0                           # due times missed while down
     fresh_upstreams: set[str] = dataclasses.field(default_factory=set)
     steered_before_start: bool = False        # enable/disable called before start()
     skipped: int = 0
+    peaks: collections.deque = dataclasses.field(  # tree peaks of its last successful runs
+        default_factory=lambda: collections.deque(maxlen=LEARNED_RUNS))
+
+    @property
+    def learned_peak(self) -> int | None:
+        """The most memory its last successful runs' trees used, if any is known."""
+        return max(self.peaks) if self.peaks else None
 
     @property
     def name(self) -> str:
@@ -102,6 +115,7 @@ class PendingRun:
     seq: int
     not_before: datetime | None = None
     waiters: list[concurrent.futures.Future] = dataclasses.field(default_factory=list)
+    waiting_for: str | None = None  # what held it back at the last admission (memory)
 
 
 @dataclasses.dataclass
@@ -131,8 +145,14 @@ class Dispatcher:
 
     def __init__(self, executor: RunExecutor, *, max_concurrent: int = 5, clock=None,
                  default_timezone: tzinfo, store=None, events: EventBus | None = None,
-                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES):
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+                 admit_by_memory: bool = False, memory_reserve_mb: float = 256.0,
+                 available_memory: Callable[[], int | None] = available_bytes):
         self.executor = executor
+        self.admit_by_memory = admit_by_memory
+        self.memory_reserve = int(memory_reserve_mb * 1024 * 1024)
+        self._available_memory = available_memory
+        self._memory_blocked = False  # a run waits for memory: look again now and then
         self.max_concurrent = max_concurrent
         self.max_result_bytes = max_result_bytes  # for workers that set none
         self.clock = clock or SystemClock()
@@ -273,6 +293,8 @@ class Dispatcher:
         retry = self.store.retry_in()
         if retry is not None:  # the disk refused a write: try again then
             wait = retry if wait is None else min(wait, retry)
+        if self._memory_blocked:  # memory freed outside the orchestrator sends no event
+            wait = MEMORY_RECHECK_SECONDS if wait is None else min(wait, MEMORY_RECHECK_SECONDS)
         return wait
 
     def _transaction(self) -> contextlib.ExitStack:
@@ -361,14 +383,16 @@ class Dispatcher:
         if pending is not None:
             record = pending.record
             waiting = RunView(record.run_id, record.attempts, record.due_at,
-                              not_before=pending.not_before, error=record.error)
+                              not_before=pending.not_before, error=record.error,
+                              waiting_for=pending.waiting_for)
         return WorkerView(
             config=state.config, enabled=state.enabled, disabled_reason=state.disabled_reason,
             disabled_at=state.disabled_at, consecutive_failures=state.consecutive_failures,
             last_run=state.last_run, last_success=state.last_success,
             last_error=state.last_error, last_outcome=state.last_outcome,
             last_duration=state.last_duration, cpu_seconds=state.cpu_seconds,
-            peak_rss_bytes=state.peak_rss_bytes, next_due=state.next_due,
+            peak_rss_bytes=state.peak_rss_bytes, learned_peak=state.learned_peak,
+            next_due=state.next_due,
             schedule=state.schedule.description if state.schedule else None,
             schedule_anchor=state.schedule_anchor, skipped=state.skipped, missed=state.missed,
             conflicts=tuple(self._graph.conflicts_of(name)), running=run, pending=waiting)
@@ -464,11 +488,56 @@ class Dispatcher:
                  and (p.not_before is None or p.not_before <= now)]
         ready.sort(key=lambda p: (-self._workers[p.record.worker].config.priority.rank,
                                   p.record.due_at, p.seq))
+        self._memory_blocked = False
+        room = None
         for pending in ready:  # a run that may not start never holds back one that may
             if len(self._running) >= self.max_concurrent:
                 return
-            if self.blocker(pending.record.worker) is None:
-                self._start(pending, now)
+            if self.blocker(pending.record.worker) is not None:
+                continue
+            if self.admit_by_memory:
+                if room is None:
+                    room = self._memory_room()
+                peak = self._workers[pending.record.worker].learned_peak
+                if not self._fits(pending, peak, room):
+                    continue
+                room -= peak or 0
+            self._start(pending, now)
+
+    def _memory_room(self) -> float:
+        """Memory runs may still take: what the machine can give, less the reserve, less
+        what running runs are expected to take beyond what they hold now."""
+        available = self._available_memory()
+        if available is None:
+            return float("inf")
+        expected = 0
+        for name, running in self._running.items():
+            peak = self._workers[name].learned_peak
+            usage = getattr(running.future, "usage", None)
+            if peak is not None:
+                expected += max(0, peak - (usage.rss_bytes if usage is not None else 0))
+        return available - self.memory_reserve - expected
+
+    def _fits(self, pending: PendingRun, peak: int | None, room: float) -> bool:
+        """Whether ``pending`` may start as far as memory goes; notes why not if it may not.
+        A worker with no history fits; one that does not fit starts anyway when nothing
+        else runs, so that it never waits for ever."""
+        note = None
+        fits = peak is None or peak <= room
+        if not fits:
+            if self._running or self._to_submit:
+                note = (f"waiting for memory: its runs peak at {human(peak)}, "
+                        f"{human(max(0.0, room))} available")
+                self._memory_blocked = True
+            else:
+                fits = True
+                logger.warning("{}: starting although its runs peak at {} and only {} is "
+                               "available (nothing else runs, so waiting would not help)",
+                               pending.record.worker, human(peak), human(max(0.0, room)))
+        if note != pending.waiting_for:
+            pending.waiting_for = note
+            self._touch(pending.record.worker)
+        return fits
 
     def blocker(self, name: str) -> str | None:
         """Why dependencies or exclusions keep ``name`` from starting now, or ``None``."""
@@ -496,7 +565,7 @@ class Dispatcher:
             cpu_limit=config.cpu_limit, kill_leftovers=config.kill_leftovers,
             max_result_bytes=config.max_result_bytes or self.max_result_bytes,
             user=config.user, num_cpus=config.num_cpus, memory_mb=config.memory_mb,
-            resources=config.resources)
+            resources=config.resources, stall_seconds=config.stall_seconds)
         self.store.save(record)  # committed before the process exists
         if record.attempts == 1:
             self._persist(state)  # the last start, which a restart resumes from
@@ -605,6 +674,8 @@ class Dispatcher:
                    duration=record.duration_seconds if attempt else None,
                    message=record.error or "")
         if outcome is Outcome.SUCCEEDED:
+            if record.peak_rss_bytes:
+                state.peaks.append(record.peak_rss_bytes)
             state.consecutive_failures = 0
             state.last_success = record.ended_at
             self._release_pipelines(state.name, now)
@@ -731,7 +802,7 @@ class Dispatcher:
                 raise ConfigError(
                     f"worker {config.name!r}: {field} needs cgroup containment, which this "
                     f"orchestrator does not have ({self.executor.containment_detail}); remove "
-                    f"{field}, or run where cgroups can be made (README: Containment)",
+                    f"{field}, or run where cgroups can be made (the containment guide)",
                     worker=config.name, field=field)
 
     def _check_dependency_modes(self, config: WorkerConfig) -> None:
@@ -763,6 +834,11 @@ class Dispatcher:
             self._touch(name)
             if not state.enabled:
                 self._drop_pending(name, "worker disabled (as saved in the state file)")
+        if self.admit_by_memory:
+            for name, state in self._workers.items():
+                peaks = [record.peak_rss_bytes for record in self.store.recent(name, 100)
+                         if record.outcome is Outcome.SUCCEEDED and record.peak_rss_bytes]
+                state.peaks.extend(reversed(peaks[:LEARNED_RUNS]))
         for record in self.store.unfinished():
             self._settle_unfinished(record, now)
 

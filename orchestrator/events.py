@@ -19,7 +19,8 @@ from loguru import logger
 class RunEvent:
     """Something that happened to a worker or a run.
 
-    ``kind`` is one of: due, started, succeeded, failed, timed_out, memory_exceeded, crashed,
+    ``kind`` is one of: due, started, succeeded, failed, timed_out, stalled, memory_exceeded,
+    crashed,
     cancelled, interrupted, retried, skipped, missed, replacing, disabled, enabled.
     ``final`` is false on the outcome of an attempt that a retry follows (the run goes on).
     """
@@ -46,7 +47,8 @@ class RunEvent:
         return " ".join(parts)
 
 
-_LEVELS = {"failed": "WARNING", "timed_out": "WARNING", "memory_exceeded": "WARNING",
+_LEVELS = {"failed": "WARNING", "timed_out": "WARNING", "stalled": "WARNING",
+           "memory_exceeded": "WARNING",
            "crashed": "WARNING", "disabled": "WARNING", "due": "DEBUG", "skipped": "INFO",
            "missed": "WARNING", "interrupted": "WARNING"}
 

@@ -30,11 +30,12 @@ class RunState(enum.Enum):
 
 
 class Outcome(str, enum.Enum):
-    """How a run ended (S6). The value is the string shown in history and status."""
+    """How a run ended. The value is the string shown in history and status."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
+    STALLED = "stalled"
     MEMORY_EXCEEDED = "memory_exceeded"
     CRASHED = "crashed"
     CANCELLED = "cancelled"
@@ -53,7 +54,8 @@ class Outcome(str, enum.Enum):
 
 # INTERRUPTED is not the worker's failure (the orchestrator died): it is neither retried nor
 # counted towards auto-disable, but a dependent still waits for a success.
-_FAILURES = {Outcome.FAILED, Outcome.TIMED_OUT, Outcome.MEMORY_EXCEEDED, Outcome.CRASHED}
+_FAILURES = {Outcome.FAILED, Outcome.TIMED_OUT, Outcome.STALLED, Outcome.MEMORY_EXCEEDED,
+             Outcome.CRASHED}
 
 
 class Cause(str, enum.Enum):

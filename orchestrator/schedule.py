@@ -4,13 +4,17 @@ The live dispatcher and :meth:`WorkerOrchestrator.plan` both call :class:`Schedu
 plan is what the orchestrator will really do. Interval workers use APScheduler's
 ``IntervalTrigger`` (fixed rate, start to start, anchored at the orchestrator's start or the
 last recorded start); cron workers use :class:`~orchestrator.cron.CrontabTrigger`
-(crontab(5) and cron(8)'s daylight-saving rule).
+(crontab(5) and cron(8)'s daylight-saving rule). A worker's ``jitter_seconds`` moves each
+due time later by an amount that a hash of the host, the worker and the trigger time gives,
+so a plan shows the moved times.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
+import socket
 from datetime import datetime, timedelta, timezone, tzinfo
 
 import tzlocal
@@ -41,17 +45,58 @@ class Schedule:
             self.trigger = IntervalTrigger(seconds=config.interval_seconds, start_date=anchor,
                                            timezone=self.timezone)
             self.description = f"every {config.interval_seconds:g}s"
+        self.jitter = timedelta(seconds=config.jitter_seconds or 0)
+        if self.jitter:
+            self.description += f", up to {config.jitter_seconds:g}s later (jitter)"
+            self._seed = f"{socket.gethostname()}\0{config.name}\0".encode()
+            self._nominal: dict[datetime, datetime] = {}  # due time -> its trigger time
 
     # Due times leave this class in UTC: Python ignores ``fold`` when it compares two
     # datetimes of one zone, so 02:30 before and after an autumn jump would compare equal.
 
     def first_due(self, at: datetime) -> datetime | None:
         """The earliest due time at or after ``at`` (UTC)."""
-        return _utc(self.trigger.get_next_fire_time(None, at))
+        if not self.jitter:
+            return _utc(self.trigger.get_next_fire_time(None, at))
+        nominal = _utc(self.trigger.get_next_fire_time(None, at - self.jitter))
+        while nominal is not None:
+            due = self._moved(nominal)
+            if due >= at:
+                return due
+            nominal = _utc(self.trigger.get_next_fire_time(nominal, nominal))
+        return None
 
     def next_due(self, previous: datetime) -> datetime | None:
         """The due time that follows the due time ``previous`` (UTC)."""
-        return _utc(self.trigger.get_next_fire_time(previous, previous))
+        if not self.jitter:
+            return _utc(self.trigger.get_next_fire_time(previous, previous))
+        nominal = self._nominal.get(previous) or self._trigger_time(previous)
+        following = _utc(self.trigger.get_next_fire_time(nominal, nominal))
+        return None if following is None else self._moved(following)
+
+    def _moved(self, nominal: datetime) -> datetime:
+        """``nominal`` moved later by its jitter: a fraction of ``jitter`` that a hash of the
+        host, the worker and the time gives, so that a plan shows it and every host spreads
+        differently."""
+        digest = hashlib.blake2b(self._seed + nominal.isoformat().encode(), digest_size=8)
+        fraction = int.from_bytes(digest.digest(), "big") / 2**64
+        due = nominal + timedelta(microseconds=int(self.jitter / _MICROSECOND * fraction))
+        if len(self._nominal) >= 256:
+            self._nominal.clear()
+        self._nominal[due] = nominal
+        return due
+
+    def _trigger_time(self, due: datetime) -> datetime:
+        """The trigger time that ``due`` was moved from (a due time read back from the state
+        file after a restart), or ``due`` itself if none was."""
+        nominal = _utc(self.trigger.get_next_fire_time(None, due - self.jitter))
+        for _ in range(JITTER_SEARCH_LIMIT):
+            if nominal is None or nominal > due:
+                break
+            if self._moved(nominal) == due:
+                return nominal
+            nominal = _utc(self.trigger.get_next_fire_time(nominal, nominal))
+        return due
 
     def local(self, when: datetime) -> datetime:
         """``when`` in the worker's zone, for people."""
@@ -80,6 +125,11 @@ class Schedule:
             following = self.next_due(following)
         return following, passed
 
+
+#: Most trigger times looked at to find the one a jittered due time came from.
+JITTER_SEARCH_LIMIT = 10_000
+
+_MICROSECOND = timedelta(microseconds=1)
 
 #: Most due times counted one by one when reporting misses after downtime.
 MISSED_COUNT_LIMIT = 100_000

@@ -162,6 +162,7 @@ def _worker(snapshot: Snapshot, view: WorkerView, fixed: dict, now: datetime) ->
         "host": running.host if running else None,
         "cpu_seconds": usage.cpu_seconds if usage else view.cpu_seconds,
         "peak_rss_bytes": usage.peak_rss_bytes if usage else view.peak_rss_bytes,
+        "learned_peak_bytes": view.learned_peak,
         "rss_bytes": usage.rss_bytes if usage else None,
         "processes": usage.processes if usage else None,
         "reason": reason(snapshot, view, now, tz),
@@ -204,6 +205,8 @@ def reason(snapshot: Snapshot, view: WorkerView, now: datetime, tz: tzinfo) -> s
         busy = len(snapshot.running)
         if busy >= snapshot.max_concurrent:
             return f"no free slot ({busy}/{snapshot.max_concurrent} running)"
+        if pending.waiting_for:
+            return pending.waiting_for
         return "starting"
     mode = config.execution_mode
     if snapshot.state in ("stopping", "stopped"):

@@ -1,5 +1,6 @@
 """An installation's TOML file: the ``[orchestrator]`` table and one ``[workers.NAME]`` table
-per worker, with the Python option names as keys (README "The config file").
+per worker, with the Python option names as keys (the user guide's "The TOML file and
+replacing cron").
 
 ::
 
@@ -41,7 +42,8 @@ __all__ = ["Installation", "WorkerEntry", "load"]
 #: Keys of the ``[orchestrator]`` table.
 ORCHESTRATOR_KEYS = ("max_concurrent", "state_path", "timezone", "history_limit", "http",
                      "http_token_file", "containment", "max_result_bytes", "control_socket",
-                     "control_socket_group", "executor", "ray_address", "ray_runtime_env")
+                     "control_socket_group", "executor", "ray_address", "ray_runtime_env",
+                     "admit_by_memory", "memory_reserve_mb")
 
 #: Keys a worker table may have besides the register_worker options: what it runs, and two
 #: options the file passes on as they are.
@@ -200,7 +202,8 @@ def _orchestrator_options(settings: dict, directory: str, fail,
         problem = _value_problem(value)
         if problem:
             fail(f"[orchestrator] {key} {problem}", field=key)
-    for key in ("max_concurrent", "history_limit", "containment", "max_result_bytes"):
+    for key in ("max_concurrent", "history_limit", "containment", "max_result_bytes",
+                "admit_by_memory", "memory_reserve_mb"):
         if key in settings:
             options[key] = settings[key]
     if "timezone" in settings:

@@ -35,6 +35,7 @@ class RunView:
     future: Any = None                # running: its RunFuture, for live usage only
     not_before: datetime | None = None  # pending: a retry's earliest start
     error: str | None = None          # pending: why the last attempt failed
+    waiting_for: str | None = None    # pending: what admission waits for (memory)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,7 @@ class WorkerView:
     conflicts: tuple[str, ...]        # workers it excludes, whoever declared it
     running: RunView | None
     pending: RunView | None
+    learned_peak: int | None = None   # the largest tree peak of its last successful runs
 
     @property
     def name(self) -> str:

@@ -89,6 +89,7 @@ cgroups = _load_sibling("cgroups", "_orchestrator_cgroups")
 LEFTOVER_WAIT_SECONDS = 5.0   # how long SIGKILLed leftovers may take to exit
 EXIT_WAIT_SECONDS = 10.0      # at exit, how long to wait for every run to be gone
 SPARES = 2                    # processes forked ahead of time, together, when none is left
+STALL_CPU_SECONDS = 0.001      # less CPU than this between samples is no progress
 SWEEP_ROUNDS = 200            # orphan sweeps in a row, for a lineage that forks as it dies
 FREE_GROUPS = 4               # emptied cgroups kept for the next spares
 IMPORT_SECONDS = 3.0          # longest import of a worker's module ahead of its next run
@@ -496,6 +497,8 @@ class _Run:
         self.rescanned = False
         self.sampled_peak = 0       # the highest memory of the tree seen in a sample
         self.sampled_cpu = 0.0      # CPU seconds of the tree in the newest sample
+        self.progress = (0.0, 0)    # CPU seconds and output bytes when it last made progress
+        self.progress_at = self.started
 
     def deadline(self) -> float | None:
         if self.reaped:
@@ -1321,8 +1324,22 @@ class Launcher:
                 sample = self._sample_tree(run, table, children, now)
             if sample is not None:
                 samples.append(sample)
+                self._check_stall(run, sample, now)
         if samples:
             self._send(wire.Usage(samples))
+
+    def _check_stall(self, run: _Run, sample, now: float) -> None:
+        """End a run whose whole tree has used no CPU and written no output for its
+        ``stall`` seconds (a job hung on a dead peer, say), as a timeout ends one."""
+        output = run.out.total + run.err.total
+        cpu, written = run.progress
+        if sample.cpu_seconds > cpu + STALL_CPU_SECONDS or output > written:
+            run.progress = (sample.cpu_seconds, output)
+            run.progress_at = now
+        elif run.limits.stall is not None and run.kill_outcome is None \
+                and now - run.progress_at >= run.limits.stall:
+            self._kill(run, "stalled", f"stalled: no CPU or output for "
+                                       f"{_plain(run.limits.stall)} s")
 
     def _sample_group(self, run: _Run, now: float):
         current, peak = run.group.memory()

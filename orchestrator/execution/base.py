@@ -56,6 +56,7 @@ class RunSpec:
     num_cpus: float = 1.0    # what a cluster executor reserves for it where it places it
     memory_mb: float | None = None
     resources: dict[str, float] | None = None
+    stall_seconds: float | None = None  # no CPU and no output this long: kill it, "stalled"
 
 
 @dataclasses.dataclass

@@ -10,7 +10,7 @@
     submit_run(spec)
       pickle the call or command
       Run(...) -------------------------------------------------------->  hand the job to
-      wait for the start                                                    the spare process
+      return the future at once                                             the spare process
                                          <-- Started | StartFailed          fork the next one
       future.pid, pid_create_time   <--  set the start
     RunFuture.kill, kill_all,
@@ -620,7 +620,7 @@ def _run_message(spec: RunSpec, job_id: int, token: str, base_env: dict[str, str
         cpu_limit=spec.cpu_limit, kill_leftovers=spec.kill_leftovers, cwd=spec.cwd,
         workdir=cwd, function=spec.function is not None, user=spec.user,
         sys_path=list(sys.path) if spec.function is not None else None, warm=warm,
-        max_result_bytes=spec.max_result_bytes)
+        max_result_bytes=spec.max_result_bytes, stall=spec.stall_seconds)
     return wire.Run(job_id, limits, token, wire.encode(job), modules)
 
 

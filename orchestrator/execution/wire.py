@@ -71,6 +71,7 @@ class Limits(NamedTuple):
     sys_path: list | None         # function runs: where their modules are found
     warm: bool                    # unpickling the job runs no user code (see _launcher)
     max_result_bytes: int         # the largest pickled result accepted
+    stall: float | None = None    # seconds without CPU or output that end the run (stalled)
 
 
 class Run(NamedTuple):
