@@ -238,9 +238,11 @@ def measure_status_load(figures: Figures, repetitions: int, workers: int,
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
             result = pool.submit(status_load.measure, workers, 8, seconds).result()
         late = result["lateness"]
+        figures.add("status.reads", result["reads"] / result["seconds"])
+        if not late:  # the machine was too busy for even one run in the window
+            continue
         figures.add("status.p50", engine.percentile(late, 0.5))
         figures.add("status.p99", engine.percentile(late, 0.99))
-        figures.add("status.reads", result["reads"] / result["seconds"])
     name = f"orchestrator, {workers:,} workers, 8 status readers"
     figures.line("7 status load", name, "lateness p50 of a 0.5 s worker", "status.p50", "ms",
                  1000)
@@ -249,8 +251,11 @@ def measure_status_load(figures: Figures, repetitions: int, workers: int,
     figures.line("7 status load", name, "status documents read", "status.reads", "/s",
                  digits=0)
     p99 = figures.median("status.p99")
-    figures.target(f"7 lateness p99 <= 20 ms while 8 threads read status ({workers:,} workers)",
-                   p99 <= 0.020, f"{p99 * 1000:.1f} ms")
+    title = f"7 lateness p99 <= 20 ms while 8 threads read status ({workers:,} workers)"
+    if p99 is None:
+        figures.target(title, False, "no run of the 0.5 s worker started in the window")
+    else:
+        figures.target(title, p99 <= 0.020, f"{p99 * 1000:.1f} ms")
 
 
 # -- row 8 --------------------------------------------------------------------------------------
