@@ -86,7 +86,7 @@ def _ours() -> list[psutil.Process]:
             if child.pid not in shared]
 
 
-def _live_children() -> list[psutil.Process]:
+def live_children() -> list[psutil.Process]:
     alive = []
     for child in _ours():
         try:
@@ -105,7 +105,7 @@ def no_leaks():
     leftovers = []
 
     def settled():
-        leftovers[:] = _live_children()
+        leftovers[:] = live_children()
         zombies = [c for c in _ours() if c.is_running() and c.status() == psutil.STATUS_ZOMBIE]
         extra = [t for t in threading.enumerate()
                  if t not in threads_before and t not in SHARED_THREADS and t.is_alive()]
