@@ -361,13 +361,16 @@ def _control(arguments) -> int:
               f"{_seconds(answer.get('duration_seconds'))}"
               + (f": {answer['error']}" if answer.get("error") else ""))
     elif arguments.action == "trigger":
-        print(answer.get("message") or f"{arguments.worker}: a run is queued (due now); "
-                                       f"'orchestrator history' shows how it ends")
+        if answer.get("triggered") is False:
+            raise OrchestratorError(f"{arguments.worker}: no run queued: "
+                                    f"{answer.get('message') or 'the worker is disabled'}")
+        print(f"{arguments.worker}: a run is queued (due now); 'orchestrator history' shows "
+              f"how it ends")
     else:
         print(f"{arguments.worker}: {arguments.action}d")
     if waiting:
         return 0 if answer.get("outcome") == "succeeded" else 1
-    return 0
+    return 1 if answer.get("triggered") is False else 0
 
 
 def _logs(arguments) -> int:
@@ -560,8 +563,17 @@ def _describe(config: WorkerConfig, runs_at_start: bool) -> dict:
             schedule = f"cron {config.cron}"
             if config.timezone is not None:
                 schedule += f" ({config.timezone})"
+        elif config.calendar is not None:  # systemd's normalized form, as systemd prints it
+            from .calendar_event import parse_calendar
+
+            spec = parse_calendar(config.calendar)
+            schedule = f"calendar {spec.normalized()}"
+            if config.timezone is not None and spec.timezone is None:
+                schedule += f" ({config.timezone})"
         else:
             schedule = f"every {config.interval_seconds:g}s"
+        if config.jitter_seconds:
+            schedule += f", up to {config.jitter_seconds:g}s later"
     elif mode is WorkerExecutionMode.TRIGGERED:
         schedule = ("after " + ", ".join(config.depends_on) if config.depends_on
                     else "on trigger")
@@ -572,7 +584,8 @@ def _describe(config: WorkerConfig, runs_at_start: bool) -> dict:
     return {"name": config.name, "schedule": schedule, "mode": mode.value,
             "priority": config.priority.value, "depends_on": list(config.depends_on),
             "blocks": list(config.blocks), "runs": config.target,
-            "cron": config.cron, "interval_seconds": config.interval_seconds,
+            "cron": config.cron, "calendar": config.calendar,
+            "interval_seconds": config.interval_seconds,
             "timezone": str(config.timezone) if config.timezone is not None else None,
             "timeout_seconds": config.timeout_seconds}
 

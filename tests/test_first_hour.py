@@ -277,6 +277,11 @@ def test_trigger_wait_exit_code_and_outcome(tmp_path, running):
     assert queued.returncode == 0
     assert queued.stdout == ("manual: a run is queued (due now); 'orchestrator history' shows "
                              "how it ends\n")
+    assert orchestrator("disable", "jobs.toml", "manual", cwd=tmp_path).returncode == 0
+    refused = orchestrator("trigger", "jobs.toml", "manual", cwd=tmp_path)
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == ("orchestrator: manual: no run queued: the worker is disabled; "
+                              "enable it first\n")
 
 
 def test_history_shows_why_a_run_failed(tmp_path, running):
