@@ -111,6 +111,7 @@ class WorkerConfig:
     # added options
     function: Callable[..., Any] | None = None
     cron: str | None = None
+    calendar: str | None = None             # a systemd.time(7) calendar event
     timezone: tzinfo | None = None
     command: tuple[str, ...] | str | None = None
     shell: bool = False
@@ -153,7 +154,8 @@ class WorkerConfig:
 
 #: Options a user may pass to ``register_worker`` (besides ``name``, ``fn`` and ``command``).
 OPTIONS = ("execution_mode", "interval_seconds", "timeout_seconds", "max_retries", "priority",
-           "max_consecutive_failures", "depends_on", "blocks", "cron", "timezone", "shell",
+           "max_consecutive_failures", "depends_on", "blocks", "cron", "calendar", "timezone",
+           "shell",
            "env", "cwd", "memory_limit_mb", "pids_limit", "cpu_limit", "max_result_bytes",
            "kill_grace_seconds", "retry_delay_seconds",
            "misfire_grace_seconds", "overlap", "on_failure", "kill_leftovers", "run_at_start",
@@ -232,13 +234,16 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
     values["priority"] = check.enum("priority", options.get("priority", "normal"), JobPriority)
     values["overlap"] = check.enum("overlap", options.get("overlap", "skip"), OverlapPolicy)
 
-    has_interval = options.get("interval_seconds") is not None
-    has_cron = options.get("cron") is not None
+    kinds = [key for key in ("interval_seconds", "cron", "calendar")
+             if options.get(key) is not None]
     if mode is WorkerExecutionMode.SCHEDULED:
-        if has_interval and has_cron:
-            check.fail("cron", "and interval_seconds exclude each other; keep one of them")
-        if has_cron:
+        if len(kinds) > 1:
+            check.fail(kinds[-1], f"and {kinds[0]} exclude each other; keep one of them")
+        if kinds == ["cron"]:
             values["cron"] = check.cron(options["cron"])
+            values["interval_seconds"] = None
+        elif kinds == ["calendar"]:
+            values["calendar"] = check.calendar(options["calendar"])
             values["interval_seconds"] = None
         else:
             values["interval_seconds"] = check.positive("interval_seconds",
@@ -258,7 +263,7 @@ def build_config(name: Any, fn: Any = None, command: Any = None,
                                              f"({values['interval_seconds']:g}), so that runs "
                                              f"keep their order; got {_short(jitter)}")
     else:
-        for key in ("interval_seconds", "cron", "jitter_seconds"):
+        for key in ("interval_seconds", "cron", "calendar", "jitter_seconds"):
             if options.get(key) is not None:
                 check.fail(key, f"has no effect for a {mode.value} worker; remove it or use "
                                 f"execution_mode='scheduled'")
@@ -513,6 +518,21 @@ class _Checker:
             parse_crontab(value)
         except ValueError as error:
             self.fail("cron", f"{_short(value)} is invalid: {_cut(str(error))}")
+        return value.strip()
+
+    def calendar(self, value: Any) -> str:
+        from .calendar_event import parse_calendar
+
+        if not isinstance(value, str):
+            self.fail("calendar", f"must be a systemd calendar event like "
+                                  f"'Mon..Fri *-*-* 02:00:00', got {value!r}")
+        try:
+            parse_calendar(value)
+        except ValueError as error:
+            detail = str(error)
+            if detail.startswith("calendar ") and ": " in detail:  # it names the value too
+                detail = detail.split(": ", 1)[1]
+            self.fail("calendar", f"{_short(value)} is invalid: {_cut(detail)}")
         return value.strip()
 
     def timezone(self, value: Any) -> tzinfo:

@@ -888,7 +888,7 @@ class Dispatcher:
                 state.schedule = Schedule(config, now, self.default_timezone)
                 state.schedule_anchor = now
                 first = (state.schedule.next_due(state.last_due) if state.last_due is not None
-                         and config.cron is not None else None)
+                         and config.interval_seconds is None else None)
             if first is not None and first <= now and state.enabled:
                 self._catch_up(state, first, now)
             else:  # nothing passed, or a disabled worker, which would not have run anyway

@@ -21,6 +21,7 @@ import tzlocal
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import WorkerConfig, WorkerExecutionMode
+from .calendar_event import CalendarTrigger
 from .cron import CrontabTrigger
 
 
@@ -41,6 +42,12 @@ class Schedule:
         if config.cron is not None:
             self.trigger = CrontabTrigger(config.cron, self.timezone)
             self.description = f"cron '{config.cron}' ({self.timezone})"
+        elif config.calendar is not None:
+            self.trigger = CalendarTrigger(config.calendar, self.timezone)
+            self.timezone = self.trigger.spec.zone(self.timezone)  # its own zone, if it names one
+            self.description = f"calendar '{self.trigger.spec.normalized()}'"
+            if self.trigger.spec.timezone is None:
+                self.description += f" ({self.timezone})"
         else:
             self.trigger = IntervalTrigger(seconds=config.interval_seconds, start_date=anchor,
                                            timezone=self.timezone)
