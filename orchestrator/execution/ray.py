@@ -409,10 +409,17 @@ class RayExecutor(RunExecutor):
                 attempt.kill = (outcome, immediately)
         if launcher is not None:
             launcher.kill.remote(attempt.key, outcome.value, immediately)
-        elif attempt.task is not None:
+            return
+        # Still being placed: Ray drops it from its queue; and should Ray place it all the
+        # same, the launcher of whichever node it lands on refuses to start it.
+        with self._lock:
+            launchers = list(self._launchers.values())
+        for each in launchers:
+            each.refuse.remote(attempt.key, outcome.value)
+        if attempt.task is not None:
             import ray
 
-            ray.cancel(attempt.task)  # still being placed: Ray drops it from its queue
+            ray.cancel(attempt.task)
 
 
 # -- helpers --------------------------------------------------------------------------------------

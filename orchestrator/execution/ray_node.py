@@ -177,6 +177,7 @@ class NodeLauncher:
         self.executor.start()
         self._lock = threading.Lock()
         self._runs: dict[str, Any] = {}  # key -> RunFuture
+        self._refused: dict[str, str] = {}  # key -> outcome: killed before it came here
         self._closed = False
         self.path = socket_path(token, self.node)
         _sweep_stale_sockets()
@@ -209,6 +210,18 @@ class NodeLauncher:
             return False
         future.kill(Outcome(outcome), immediately)
         return True
+
+    def refuse(self, key: str, outcome: str) -> None:
+        """The attempt ``key`` was killed before the driver knew where it runs: kill it if
+        it runs here, and never start it should its task still come here."""
+        with self._lock:
+            future = self._runs.get(key)
+            if future is None:
+                if len(self._refused) >= 10_000:
+                    self._refused.clear()
+                self._refused[key] = outcome
+        if future is not None:
+            future.kill(Outcome(outcome))
 
     def output(self, key: str, stdout_from: int, stderr_from: int):
         """What the attempt ``key`` wrote after those offsets, or None if it is not running."""
@@ -255,6 +268,13 @@ class NodeLauncher:
                     except OSError:
                         pass  # the task is gone; the loop below kills the run
 
+            with self._lock:
+                refused = self._refused.pop(begin.key, None)
+            if refused is not None:
+                now = datetime.now(timezone.utc)
+                send(Finished(AttemptResult(Outcome(refused), now, now,
+                                            error=f"killed ({refused}) before it started")))
+                return
             try:
                 spec = pickle.loads(begin.spec)
             except BaseException as error:
