@@ -65,6 +65,8 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.base import BaseTrigger
 from loguru import logger
 
+from .cron import check_timezone
+
 __all__ = ["CalendarComponent", "CalendarSpec", "CalendarTrigger", "parse_calendar"]
 
 _UTC = _fixed_timezone.utc
@@ -1165,12 +1167,7 @@ class CalendarTrigger(BaseTrigger):
     __slots__ = ("expression", "timezone", "spec")
 
     def __init__(self, expression: str, timezone: tzinfo):
-        if not isinstance(timezone, tzinfo) or hasattr(timezone, "localize"):
-            raise TypeError(f"timezone must be a datetime.tzinfo such as "
-                            f"zoneinfo.ZoneInfo('Europe/Berlin'), not {timezone!r} "
-                            f"(pytz zones are not supported)")
-        if timezone.utcoffset(datetime(2000, 1, 1)) is None:
-            raise TypeError(f"timezone {timezone!r} gives no UTC offset")
+        check_timezone(timezone)
         self.spec = parse_calendar(expression)
         self.expression = expression.strip()
         self.timezone = self.spec.zone(timezone)

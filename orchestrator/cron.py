@@ -43,7 +43,7 @@ from datetime import MAXYEAR, datetime, timedelta, timezone as _fixed_timezone, 
 
 from apscheduler.triggers.base import BaseTrigger
 
-__all__ = ["CrontabSpec", "CrontabTrigger", "parse_crontab"]
+__all__ = ["CrontabSpec", "CrontabTrigger", "check_timezone", "parse_crontab"]
 
 _UTC = _fixed_timezone.utc
 _ONE_MINUTE = timedelta(minutes=1)
@@ -327,6 +327,20 @@ def _backwards_message(start_text: str, end_text: str, first: int, last: int,
     return message
 
 
+def check_timezone(timezone: tzinfo) -> None:
+    """Refuse what a trigger cannot compute wall times in.
+
+    :raises TypeError: for anything but a :class:`datetime.tzinfo` with a UTC offset (pytz
+        zones, which need ``localize``, included).
+    """
+    if not isinstance(timezone, tzinfo) or hasattr(timezone, "localize"):
+        raise TypeError(f"timezone must be a datetime.tzinfo such as "
+                        f"zoneinfo.ZoneInfo('Europe/Berlin'), not {timezone!r} "
+                        f"(pytz zones are not supported)")
+    if timezone.utcoffset(datetime(2000, 1, 1)) is None:
+        raise TypeError(f"timezone {timezone!r} gives no UTC offset")
+
+
 class CrontabTrigger(BaseTrigger):
     """An APScheduler trigger that fires on a crontab(5) schedule in one timezone.
 
@@ -340,12 +354,7 @@ class CrontabTrigger(BaseTrigger):
     __slots__ = ("expression", "timezone", "spec")
 
     def __init__(self, expression: str, timezone: tzinfo):
-        if not isinstance(timezone, tzinfo) or hasattr(timezone, "localize"):
-            raise TypeError(f"timezone must be a datetime.tzinfo such as "
-                            f"zoneinfo.ZoneInfo('Europe/Berlin'), not {timezone!r} "
-                            f"(pytz zones are not supported)")
-        if timezone.utcoffset(datetime(2000, 1, 1)) is None:
-            raise TypeError(f"timezone {timezone!r} gives no UTC offset")
+        check_timezone(timezone)
         self.spec = parse_crontab(expression)
         self.expression = expression.strip()
         self.timezone = timezone

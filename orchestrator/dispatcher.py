@@ -525,7 +525,7 @@ class Dispatcher:
         note = None
         fits = peak is None or peak <= room
         if not fits:
-            if self._running or self._to_submit:
+            if self._running:  # (runs started this step are in it already)
                 note = (f"waiting for memory: its runs peak at {human(peak)}, "
                         f"{human(max(0.0, room))} available")
                 self._memory_blocked = True

@@ -7,7 +7,7 @@ a pure function of what the test did.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from orchestrator.clock import ManualClock
@@ -15,6 +15,7 @@ from orchestrator.config import build_config
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.events import EventBus
 from orchestrator.execution.inline import InlineExecutor
+from orchestrator.schedule import plan
 from orchestrator.status import build_status
 
 START = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)  # a Monday
@@ -57,6 +58,26 @@ class Harness:
             if timeout != 0.0:
                 return timeout
         raise AssertionError("dispatcher never settled")
+
+    def plan(self, end: datetime):
+        """What ``plan()`` says from the clock's time to ``end``: ``(due time in the worker's
+        zone, worker)`` pairs, in order."""
+        snapshot = self.dispatcher.snapshot
+        return plan(snapshot.workers.values(), snapshot.default_timezone, self.clock.now(),
+                    end, limit=10**9)
+
+    def run_until(self, end: datetime) -> list[tuple[datetime, str]]:
+        """Start, then run the dispatcher from its clock to ``end``, finishing every run at
+        once; every due time that became a run, as ``(due time in UTC, worker)``, in order."""
+        self.start()
+        while True:
+            for name in self.running:
+                self.finish(name)
+            wait = self.settle()
+            if wait is None or self.clock.now() + timedelta(seconds=wait) >= end:
+                break
+            self.advance(wait)
+        return sorted((record.due_at, record.worker) for record in self.history())
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)

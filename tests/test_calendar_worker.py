@@ -12,7 +12,6 @@ import pytest
 from harness import Harness, noop
 from orchestrator.config import build_config
 from orchestrator.errors import ConfigError
-from orchestrator.schedule import plan
 from test_cli import orchestrator, write
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -31,18 +30,8 @@ def test_plan_equals_the_live_dispatcher_across_the_spring_forward_day():
     for name, options in workers.items():
         h.add(name, noop, **options)
     end = start + timedelta(hours=96)
-    snapshot = h.dispatcher.snapshot
-    planned = plan(snapshot.workers.values(), snapshot.default_timezone,
-                   start.astimezone(timezone.utc), end, limit=10**9)
-    h.start()
-    while True:
-        for name in h.running:
-            h.finish(name)
-        wait = h.settle()
-        if wait is None or h.clock.now() + timedelta(seconds=wait) >= end:
-            break
-        h.advance(wait)
-    live = sorted((record.due_at, record.worker) for record in h.history())
+    planned = h.plan(end)
+    live = h.run_until(end)
     assert [(t.astimezone(timezone.utc), n) for t, n in planned] == live
     # 2024-03-29 is a Friday, 04-01 a Monday: the weekend is skipped (weekdays ANDed)
     assert [t.date().isoformat() for t, n in planned if n == "weekdays"] == \

@@ -13,7 +13,7 @@ from orchestrator import WorkerOrchestrator
 from orchestrator.config import build_config
 from orchestrator.errors import ConfigError
 from orchestrator.execution.inline import InlineExecutor
-from orchestrator.schedule import Schedule, plan
+from orchestrator.schedule import Schedule
 
 BERLIN = ZoneInfo("Europe/Berlin")
 START = datetime(2026, 3, 28, 0, 0, tzinfo=BERLIN)
@@ -48,18 +48,8 @@ def test_the_live_schedule_fires_at_the_planned_jittered_times():
     for name, options in workers.items():
         h.add(name, noop, **options)
     end = START + timedelta(hours=72)
-    snapshot = h.dispatcher.snapshot
-    planned = plan(snapshot.workers.values(), snapshot.default_timezone,
-                   START.astimezone(timezone.utc), end, limit=10**9)
-    h.start()
-    while True:
-        for name in h.running:
-            h.finish(name)
-        wait = h.settle()
-        if wait is None or h.clock.now() + timedelta(seconds=wait) >= end:
-            break
-        h.advance(wait)
-    live = sorted((record.due_at, record.worker) for record in h.history())
+    planned = h.plan(end)
+    live = h.run_until(end)
     assert [(t.astimezone(timezone.utc), n) for t, n in planned] == live
     nightly = [t for t, n in planned if n == "nightly"]
     assert len(nightly) == 3 and all(t.minute >= 30 or t.hour == 3 for t in nightly)

@@ -50,6 +50,15 @@ def make(ray_cluster, tmp_path):
         orch.stop()
 
 
+def installation(folder: Path, address: str, workers: str) -> Path:
+    """``folder``/jobs.toml: a state file beside it, attempts on the Ray cluster at
+    ``address``, and the ``workers`` tables given."""
+    path = folder / "jobs.toml"
+    path.write_text(f'[orchestrator]\nstate_path = "state.db"\nexecutor = "ray"\n'
+                    f'ray_address = "{address}"\n{textwrap.dedent(workers)}')
+    return path
+
+
 def lineage(pid: int) -> str:
     """A process and its ancestors, for a failure's message."""
     import psutil
@@ -160,27 +169,14 @@ def test_a_node_lost_mid_run_crashes_the_attempt_and_the_retry_runs_on_another(
 
 
 def test_the_orchestrator_killed_leaves_nothing_on_any_node(ray_cluster, tmp_path):
-    config = tmp_path / "jobs.toml"
-    config.write_text(textwrap.dedent(f"""\
-        [orchestrator]
-        state_path = "state.db"
-        executor = "ray"
-        ray_address = "{ray_cluster.address}"
-
-        [workers.on-b]
-        command = "sleep 1000 & echo $$ $! > on-b.tmp && mv on-b.tmp {tmp_path}/on-b; wait"
+    config = installation(tmp_path, ray_cluster.address, "".join(f"""
+        [workers.on-{node}]
+        command = "sleep 1000 & echo $$ $! > on-{node}.tmp && mv on-{node}.tmp on-{node}; wait"
         cwd = "{tmp_path}"
         shell = true
         execution_mode = "triggered"
-        resources = {{ nodeb = 1 }}
-
-        [workers.on-c]
-        command = "sleep 1000 & echo $$ $! > on-c.tmp && mv on-c.tmp {tmp_path}/on-c; wait"
-        cwd = "{tmp_path}"
-        shell = true
-        execution_mode = "triggered"
-        resources = {{ nodec = 1 }}
-        """))
+        resources = {{ node{node} = 1 }}
+        """ for node in "bc"))
     cli = [sys.executable, "-m", "orchestrator"]
     driver = subprocess.Popen([*cli, "run", str(config)], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -243,17 +239,11 @@ def test_an_address_nothing_answers_on_is_one_line(tmp_path):
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    config = tmp_path / "jobs.toml"
-    config.write_text(textwrap.dedent(f"""\
-        [orchestrator]
-        state_path = "state.db"
-        executor = "ray"
-        ray_address = "127.0.0.1:{port}"
-
+    config = installation(tmp_path, f"127.0.0.1:{port}", """
         [workers.w]
         command = "true"
         execution_mode = "triggered"
-        """))
+        """)
     done = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(config)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=WAIT)
     assert done.returncode != 0

@@ -8,28 +8,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from freezegun import freeze_time
 
-from orchestrator.schedule import plan
 from harness import Harness, noop
 from orchestrator import WorkerOrchestrator
 from orchestrator.execution.inline import InlineExecutor
 
 BERLIN = ZoneInfo("Europe/Berlin")
-
-
-def live_due_times(h: Harness, end: datetime) -> list[tuple[datetime, str]]:
-    """Run the dispatcher from its clock to ``end``, finishing every run at once."""
-    h.start()
-    seen = []
-    while True:
-        for name in h.running:
-            h.finish(name)
-        wait = h.settle()
-        if wait is None or h.clock.now() + timedelta(seconds=wait) >= end:
-            break
-        h.advance(wait)
-    for record in h.history():
-        seen.append((record.due_at, record.worker))
-    return sorted(seen)
 
 
 def test_plan_equals_what_the_live_dispatcher_does_across_a_dst_day():
@@ -45,10 +28,8 @@ def test_plan_equals_what_the_live_dispatcher_does_across_a_dst_day():
     for name, options in workers.items():
         h.add(name, noop, **options)
     end = start + timedelta(hours=72)
-    snapshot = h.dispatcher.snapshot
-    planned = plan(snapshot.workers.values(), snapshot.default_timezone,
-                   start.astimezone(timezone.utc), end, limit=10**9)
-    live = live_due_times(h, end)
+    planned = h.plan(end)
+    live = h.run_until(end)
     assert [(t.astimezone(timezone.utc), n) for t, n in planned] == \
         [(t.astimezone(timezone.utc), n) for t, n in live]
     nightly = [t for t, n in planned if n == "nightly"]
