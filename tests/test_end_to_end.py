@@ -269,7 +269,9 @@ RUN_FOREVER_SCRIPT = textwrap.dedent("""
 
     def hang():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        Path(os.environ["E2E_DIR"], "started").write_text(str(os.getpid()))
+        folder = Path(os.environ["E2E_DIR"])
+        (folder / "started.tmp").write_text(str(os.getpid()))
+        os.replace(folder / "started.tmp", folder / "started")  # never seen half written
         time.sleep(300)
 
     if __name__ == "__main__":
